@@ -1,0 +1,242 @@
+//! The frame bus: one producer (the source), many consumers (sinks and their viewers).
+//!
+//! Every consumer gets its own bounded queue, so the producer never waits for anyone and a
+//! slow consumer only ever costs its own queue. A frame is one shared allocation: cloning a
+//! [`Frame`] clones a reference count, never the JPEG.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use async_channel::{Receiver, Sender, TrySendError};
+use bytes::Bytes;
+
+use crate::mode::{Demand, Want};
+
+/// One complete JPEG as it came from the source.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Position in the stream since the daemon started; gaps mean a consumer skipped frames.
+    pub seq: u64,
+    /// Wall-clock arrival time; the recorder stamps video with it.
+    pub at: SystemTime,
+    /// The whole image, SOI to EOI.
+    pub jpeg: Bytes,
+}
+
+/// What a queue does when its consumer falls behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Keep only the newest frame: live viewers want now, not a backlog.
+    Latest,
+    /// Keep up to `n` frames in order and drop (and count) new ones beyond that: the recorder
+    /// wants every frame but must not hold the camera up.
+    Fifo(usize),
+}
+
+/// Cheap to clone; every clone publishes to and subscribes on the same bus.
+#[derive(Clone, Default)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    subscribers: Mutex<Vec<Subscriber>>,
+    next_id: AtomicU64,
+    next_seq: AtomicU64,
+    latest: Mutex<Option<Frame>>,
+    demand: Demand,
+}
+
+struct Subscriber {
+    id: u64,
+    tx: Sender<Frame>,
+    policy: Policy,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Bus {
+    /// A bus whose subscriptions register demand on `demand`.
+    pub fn new(demand: Demand) -> Self {
+        Bus {
+            inner: Arc::new(Inner {
+                demand,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// Who currently wants frames; the source supervisor watches it.
+    pub fn demand(&self) -> &Demand {
+        &self.inner.demand
+    }
+
+    /// Wraps a JPEG into a [`Frame`] with the next sequence number and hands it to every
+    /// subscriber. Never blocks.
+    pub fn publish(&self, jpeg: Bytes, at: SystemTime) -> Frame {
+        let frame = Frame {
+            seq: self.inner.next_seq.fetch_add(1, Ordering::Relaxed),
+            at,
+            jpeg,
+        };
+        *lock(&self.inner.latest) = Some(frame.clone());
+        let mut subscribers = lock(&self.inner.subscribers);
+        subscribers.retain(|sub| {
+            let sent = match sub.policy {
+                Policy::Latest => sub
+                    .tx
+                    .force_send(frame.clone())
+                    .map(|replaced| replaced.is_some()),
+                Policy::Fifo(_) => match sub.tx.try_send(frame.clone()) {
+                    Ok(()) => Ok(false),
+                    Err(TrySendError::Full(_)) => Ok(true),
+                    Err(TrySendError::Closed(f)) => Err(async_channel::SendError(f)),
+                },
+            };
+            match sent {
+                Ok(dropped_one) => {
+                    if dropped_one {
+                        sub.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    true
+                }
+                Err(_) => false,
+            }
+        });
+        frame
+    }
+
+    /// The most recent frame, if any was published; it may be old when the source is stopped.
+    pub fn latest(&self) -> Option<Frame> {
+        lock(&self.inner.latest).clone()
+    }
+
+    /// Starts receiving frames. While the subscription lives, the source is wanted.
+    pub fn subscribe(&self, policy: Policy) -> Subscription {
+        let capacity = match policy {
+            Policy::Latest => 1,
+            Policy::Fifo(n) => n.max(1),
+        };
+        let (tx, rx) = async_channel::bounded(capacity);
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let dropped = Arc::new(AtomicU64::new(0));
+        lock(&self.inner.subscribers).push(Subscriber {
+            id,
+            tx,
+            policy,
+            dropped: dropped.clone(),
+        });
+        Subscription {
+            id,
+            rx,
+            dropped,
+            bus: self.clone(),
+            _want: self.inner.demand.want(),
+        }
+    }
+
+    /// Number of live subscriptions.
+    pub fn subscribers(&self) -> usize {
+        lock(&self.inner.subscribers).len()
+    }
+}
+
+/// A consumer's end of its queue. Dropping it unsubscribes and withdraws its demand.
+pub struct Subscription {
+    id: u64,
+    rx: Receiver<Frame>,
+    dropped: Arc<AtomicU64>,
+    bus: Bus,
+    _want: Want,
+}
+
+impl Subscription {
+    /// The next frame in the queue, waiting for one if it is empty.
+    pub async fn recv(&self) -> Frame {
+        match self.rx.recv().await {
+            Ok(frame) => frame,
+            // The bus holds the sender for as long as this subscription exists.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// A frame if one is queued right now.
+    pub fn try_recv(&self) -> Option<Frame> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Frames this consumer skipped because it was slower than the source.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        lock(&self.bus.inner.subscribers).retain(|sub| sub.id != self.id);
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: every critical section here leaves the data valid.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg(n: u8) -> Bytes {
+        Bytes::from(vec![0xFF, 0xD8, n, 0xFF, 0xD9])
+    }
+
+    #[test]
+    fn latest_keeps_only_the_newest_frame() {
+        let bus = Bus::default();
+        let sub = bus.subscribe(Policy::Latest);
+        for n in 0..5 {
+            bus.publish(jpeg(n), SystemTime::now());
+        }
+        let frame = sub.try_recv().expect("a frame");
+        assert_eq!(frame.seq, 4);
+        assert!(sub.try_recv().is_none());
+        assert_eq!(sub.dropped(), 4);
+    }
+
+    #[test]
+    fn fifo_keeps_order_and_counts_overflow() {
+        let bus = Bus::default();
+        let sub = bus.subscribe(Policy::Fifo(3));
+        for n in 0..5 {
+            bus.publish(jpeg(n), SystemTime::now());
+        }
+        let seqs: Vec<u64> = std::iter::from_fn(|| sub.try_recv()).map(|f| f.seq).collect();
+        assert_eq!(seqs, vec![0, 1, 2]);
+        assert_eq!(sub.dropped(), 2);
+    }
+
+    #[test]
+    fn frames_share_one_allocation() {
+        let bus = Bus::default();
+        let a = bus.subscribe(Policy::Latest);
+        let b = bus.subscribe(Policy::Latest);
+        bus.publish(jpeg(1), SystemTime::now());
+        let fa = a.try_recv().expect("frame for a");
+        let fb = b.try_recv().expect("frame for b");
+        assert_eq!(fa.jpeg.as_ptr(), fb.jpeg.as_ptr());
+    }
+
+    #[test]
+    fn subscriptions_register_demand_until_dropped() {
+        let bus = Bus::default();
+        assert_eq!(bus.demand().count(), 0);
+        let a = bus.subscribe(Policy::Latest);
+        let b = bus.subscribe(Policy::Fifo(2));
+        assert_eq!(bus.demand().count(), 2);
+        drop(a);
+        assert_eq!((bus.demand().count(), bus.subscribers()), (1, 1));
+        drop(b);
+        assert_eq!((bus.demand().count(), bus.subscribers()), (0, 0));
+    }
+}

@@ -1,0 +1,275 @@
+//! The HTTP and WebSocket server on one port.
+//!
+//! Each connection's request head is peeked (not consumed): WebSocket upgrades on a sink's
+//! paths go to tungstenite with the untouched stream, everything else to tide through
+//! async-h1. Handlers stay thin; the pages are embedded in the binary.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use futures_lite::future;
+use serde_json::json;
+use smol::net::{TcpListener, TcpStream};
+use tide::{Body, Request, Response, StatusCode};
+use tracing::{debug, info, warn};
+
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::shutdown::{self, Signal};
+use crate::sinks::BoxFuture;
+use crate::source;
+
+/// A WebSocket connection as handed to a sink.
+pub type WsStream = WebSocketStream<TcpStream>;
+
+/// Serves one upgraded WebSocket connection until it ends.
+pub type WsHandler = Arc<dyn Fn(WsStream, SocketAddr) -> BoxFuture<()> + Send + Sync>;
+
+/// How long a client may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request heads larger than this are not considered for a WebSocket upgrade.
+const MAX_PEEK: usize = 8 * 1024;
+/// A source that should run but sent nothing for this long makes `/health` answer 503.
+const HEALTH_STARVED_MS: u64 = 5_000;
+
+/// What every HTTP handler can see.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration the daemon runs with.
+    pub config: Arc<Config>,
+    /// The frame bus.
+    pub bus: Bus,
+    /// The source's status.
+    pub status: Arc<source::Status>,
+}
+
+/// The routes sinks and the core register before the server starts.
+pub struct Routes {
+    app: tide::Server<AppState>,
+    websockets: HashMap<String, WsHandler>,
+    /// WebSocket connections being served, so shutdown can wait for their close frames.
+    upgraded: AtomicUsize,
+}
+
+impl Routes {
+    /// The core routes: pages, assets and `/health`.
+    pub fn new(state: AppState) -> Routes {
+        let cors = state.config.server.cors_origin.clone();
+        let mut app = tide::with_state(state);
+        app.with(tide::utils::After(move |mut res: Response| {
+            let cors = cors.clone();
+            async move {
+                if !cors.is_empty() {
+                    res.insert_header("Access-Control-Allow-Origin", cors.as_str());
+                }
+                Ok(res)
+            }
+        }));
+        app.at("/")
+            .get(|_| async { Ok(page(crate::web::INDEX_HTML, "text/html; charset=utf-8")) });
+        app.at("/stream")
+            .get(|_| async { Ok(page(crate::web::STREAM_HTML, "text/html; charset=utf-8")) });
+        app.at("/assets/style.css")
+            .get(|_| async { Ok(page(crate::web::STYLE_CSS, "text/css; charset=utf-8")) });
+        app.at("/assets/stream.js")
+            .get(|_| async { Ok(page(crate::web::STREAM_JS, "text/javascript; charset=utf-8")) });
+        app.at("/health").get(health);
+        Routes {
+            app,
+            websockets: HashMap::new(),
+            upgraded: AtomicUsize::new(0),
+        }
+    }
+
+    /// Answers WebSocket upgrades on `path` with `handler`.
+    pub fn websocket(&mut self, path: &str, handler: WsHandler) {
+        self.websockets.insert(path.to_owned(), handler);
+    }
+
+    /// The tide app, for sinks that serve plain HTTP.
+    pub fn http(&mut self) -> &mut tide::Server<AppState> {
+        &mut self.app
+    }
+}
+
+fn page(body: &'static str, mime: &str) -> Response {
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_body(Body::from_string(body.to_owned()));
+    res.insert_header("Content-Type", mime);
+    res.insert_header("Cache-Control", "no-cache");
+    res
+}
+
+async fn health(req: Request<AppState>) -> tide::Result {
+    let state = req.state();
+    let snap = state.status.snapshot();
+    let wanted = state.bus.demand().is_wanted();
+    let starved = wanted && snap.starved_ms.is_some_and(|ms| ms > HEALTH_STARVED_MS);
+    let body = json!({
+        "status": if starved { "stalled" } else { "ok" },
+        "uptime": state.status.started_at().elapsed().as_secs(),
+        "mode": state.config.mode.default,
+        "source": {
+            "kind": state.config.source.kind_name(),
+            "state": snap.state,
+            "pid": snap.pid,
+            "wanted": wanted,
+            "restarts": snap.restarts,
+            "frames": snap.frames,
+            "last_error": snap.last_error,
+        },
+        "last_frame_age_ms": snap.last_frame_age_ms,
+        "fps": snap.fps,
+        "subscribers": state.bus.subscribers(),
+    });
+    let mut res = Response::new(if starved {
+        StatusCode::ServiceUnavailable
+    } else {
+        StatusCode::Ok
+    });
+    res.set_body(Body::from_json(&body)?);
+    res.insert_header("Cache-Control", "no-store");
+    Ok(res)
+}
+
+/// Binds the listening socket with a backlog large enough for a thousand viewers arriving
+/// at once (std's and smol's default of 128 stalls them for seconds).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    socket.set_nonblocking(true)?;
+    let std_listener: std::net::TcpListener = socket.into();
+    TcpListener::try_from(std_listener)
+}
+
+/// Accepts connections until `shutdown` fires, then waits (briefly) for WebSocket
+/// connections to finish their closing handshake.
+pub async fn serve(listener: TcpListener, routes: Routes, shutdown: Signal) {
+    let routes = Arc::new(routes);
+    loop {
+        match shutdown::unless(&shutdown, listener.accept()).await {
+            None => break,
+            Some(Ok((stream, peer))) => {
+                let routes = routes.clone();
+                crate::runtime::spawn(async move {
+                    let _ = stream.set_nodelay(true);
+                    handle(stream, peer, &routes).await;
+                })
+                .detach();
+            }
+            Some(Err(error)) => {
+                // Typically out of file descriptors: wait instead of spinning.
+                warn!(%error, "accept failed");
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    info!("stopped accepting connections");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while routes.upgraded.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        smol::Timer::after(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the peeked request head asks for.
+enum Head {
+    WebSocket(WsHandler),
+    Http,
+    Closed,
+}
+
+async fn handle(stream: TcpStream, peer: SocketAddr, routes: &Routes) {
+    let head = future::or(peek_head(&stream, routes), async {
+        smol::Timer::after(HEAD_TIMEOUT).await;
+        Head::Closed
+    })
+    .await;
+    match head {
+        Head::Closed => {}
+        Head::WebSocket(handler) => {
+            let config = viewer_ws_config();
+            match async_tungstenite::accept_async_with_config(stream, Some(config)).await {
+                Ok(ws) => {
+                    routes.upgraded.fetch_add(1, Ordering::SeqCst);
+                    handler(ws, peer).await;
+                    routes.upgraded.fetch_sub(1, Ordering::SeqCst);
+                }
+                Err(error) => debug!(%peer, %error, "WebSocket handshake failed"),
+            }
+        }
+        Head::Http => {
+            let app = routes.app.clone();
+            if let Err(error) = async_h1::accept(stream, |req| {
+                let app = app.clone();
+                async move { app.respond(req).await }
+            })
+            .await
+            {
+                debug!(%peer, %error, "HTTP connection ended with an error");
+            }
+        }
+    }
+}
+
+/// Peeks until a whole request head is buffered (or it is clearly not a WebSocket upgrade)
+/// and decides who serves the connection.
+async fn peek_head(stream: &TcpStream, routes: &Routes) -> Head {
+    let mut buf = vec![0u8; MAX_PEEK];
+    let started = Instant::now();
+    loop {
+        let n = match stream.peek(&mut buf).await {
+            Ok(0) | Err(_) => return Head::Closed,
+            Ok(n) => n,
+        };
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf[..n]) {
+            Ok(httparse::Status::Complete(_)) => return route(&req, routes),
+            Ok(httparse::Status::Partial) if n < buf.len() => {
+                // The head arrived in pieces; peek returns at once while data is pending,
+                // so wait a little before looking again.
+                let pause = if started.elapsed() < Duration::from_millis(100) {
+                    2
+                } else {
+                    20
+                };
+                smol::Timer::after(Duration::from_millis(pause)).await;
+            }
+            // Too large or malformed for us: async-h1 answers it properly.
+            _ => return Head::Http,
+        }
+    }
+}
+
+fn route(req: &httparse::Request<'_, '_>, routes: &Routes) -> Head {
+    let path = req.path.unwrap_or("").split('?').next().unwrap_or("");
+    let upgrade = req.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("upgrade")
+            && String::from_utf8_lossy(h.value)
+                .trim()
+                .eq_ignore_ascii_case("websocket")
+    });
+    match routes.websockets.get(path) {
+        Some(handler) if upgrade && req.method == Some("GET") => Head::WebSocket(handler.clone()),
+        _ => Head::Http,
+    }
+}
+
+/// Viewers send a few bytes ("start", "stop"); keep their buffers small so a thousand of
+/// them cost little, and refuse anything large.
+fn viewer_ws_config() -> WebSocketConfig {
+    let mut config = WebSocketConfig::default();
+    config.read_buffer_size = 4096;
+    config.write_buffer_size = 0;
+    config.max_message_size = Some(4096);
+    config.max_frame_size = Some(4096);
+    config
+}

@@ -1,0 +1,139 @@
+//! Croissant: a camera streaming daemon for the Raspberry Pi.
+//!
+//! # Layout
+//!
+//! Follow one frame from the camera to a browser:
+//!
+//! - [`config`]: the TOML file, validated with file, line and key in every error.
+//! - [`source`]: the supervised camera (or ffmpeg, or any command, or the built-in
+//!   [`testpattern`]), started while anyone wants frames.
+//! - [`splitter`]: the camera's stdout bytes cut into whole JPEGs.
+//! - [`bus`]: each frame shared (one allocation) with a bounded queue per consumer.
+//! - [`mode`]: on-demand or continuous, and the demand count that runs the source.
+//! - `sinks`: the consumers, one file each; `sinks/websocket.rs` serves live viewers.
+//! - [`http`]: one port for pages, `/health` and WebSocket upgrades.
+//! - [`shutdown`]: one signal, cloned into every task; [`runtime`]: the executor.
+#![warn(missing_docs)]
+
+pub mod bus;
+pub mod config;
+pub mod http;
+pub mod mode;
+pub mod ratelimit;
+pub mod runtime;
+pub mod shutdown;
+#[path = "../sinks/mod.rs"]
+pub mod sinks;
+pub mod source;
+pub mod splitter;
+pub mod testpattern;
+mod web;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use tracing::{error, info, warn};
+
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::mode::Demand;
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The configured `[server] listen`.
+        addr: std::net::SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// A sink could not be built from its config.
+    #[error("{0}")]
+    Sink(String),
+}
+
+/// Runs the daemon until SIGINT or SIGTERM, then shuts down cleanly.
+pub fn run(config: Config) -> Result<(), Error> {
+    runtime::block_on(daemon(config))
+}
+
+async fn daemon(config: Config) -> Result<(), Error> {
+    let config = Arc::new(config);
+    let (stop, shutdown) = shutdown::signal();
+    watch_signals(stop)?;
+
+    let bus = Bus::new(Demand::default());
+    let status = Arc::new(source::Status::default());
+    let addr = config.server.listen;
+    let listener = http::bind(addr).map_err(|source| Error::Listen { addr, source })?;
+
+    let mut sinks =
+        sinks::Sinks::build(&config.sinks, &bus, &shutdown, &config.storage.dir).map_err(Error::Sink)?;
+    let mut routes = http::Routes::new(http::AppState {
+        config: config.clone(),
+        bus: bus.clone(),
+        status: status.clone(),
+    });
+    sinks.routes(&mut routes);
+    sinks.apply(Some(config.mode.default)).await;
+
+    let source = runtime::spawn(source::supervise(
+        config.source.clone(),
+        bus.clone(),
+        status,
+        shutdown.clone(),
+    ));
+    let server = runtime::spawn(http::serve(listener, routes, shutdown.clone()));
+    info!(
+        config = %config.origin,
+        source = config.source.kind_name(),
+        mode = %config.mode.default,
+        sinks = ?sinks.enabled(),
+        "croissant {} listening on http://{addr} (viewer at /stream)",
+        env!("CARGO_PKG_VERSION"),
+    );
+
+    shutdown.wait().await;
+    server.await;
+    let sinks_done = async {
+        sinks.apply(None).await;
+        true
+    };
+    let timeout = async {
+        smol::Timer::after(Duration::from_secs(30)).await;
+        false
+    };
+    if !futures_lite::future::or(sinks_done, timeout).await {
+        warn!("sinks did not stop within 30 s");
+    }
+    source.await;
+    info!("stopped");
+    Ok(())
+}
+
+/// The first SIGINT/SIGTERM starts a clean shutdown; a second one exits at once.
+fn watch_signals(stop: shutdown::Trigger) -> Result<(), Error> {
+    use async_signal::{Signal, Signals};
+    let mut signals = Signals::new([Signal::Term, Signal::Int]).map_err(Error::Signals)?;
+    runtime::spawn(async move {
+        let mut seen = 0;
+        while let Some(signal) = signals.next().await {
+            seen += 1;
+            if seen == 1 {
+                info!(signal = ?signal.ok(), "shutting down");
+                stop.fire();
+            } else {
+                error!("second signal: exiting now");
+                std::process::exit(1);
+            }
+        }
+    })
+    .detach();
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! The `croissant` command: parse arguments, start logging, hand off to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use croissant::config::{Config, LoadError};
+
+/// Camera streaming daemon: live MJPEG to browsers over WebSockets, with recording.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Config file (TOML). Without it, built-in defaults serve a test pattern.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config and exit: 0 if valid, 2 with the errors if not.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match &cli.config {
+        Some(path) => Config::load(path),
+        None => Ok(Config::builtin()),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(error) => {
+            let errors = match &error {
+                LoadError::Invalid(errors) => errors.len(),
+                LoadError::Read { .. } => 1,
+            };
+            eprintln!("{error}");
+            eprintln!(
+                "croissant: config has {errors} error{}",
+                if errors == 1 { "" } else { "s" }
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::Check) = cli.command {
+        println!(
+            "{}: ok (source {} {}x{}@{}, sinks: {})",
+            config.origin,
+            config.source.kind_name(),
+            config.source.width,
+            config.source.height,
+            config.source.framerate,
+            config
+                .sinks
+                .iter()
+                .map(|s| format!("{} ({})", s.name, s.kind))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return ExitCode::SUCCESS;
+    }
+
+    init_logging();
+    match croissant::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "croissant cannot run");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr; under systemd (which timestamps the journal itself) without our own
+/// timestamps. `RUST_LOG` overrides the default `info` level.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().with_ansi(false).init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,68 @@
+//! One-shot signals: the daemon's shutdown, and a sink's deactivation.
+//!
+//! A [`Trigger`] fires once; every clone of its [`Signal`] sees it, including ones cloned
+//! after it fired. Built on a closed channel, which is exactly a broadcast of "it happened".
+
+use async_channel::{Receiver, Sender};
+
+/// The firing end.
+#[derive(Debug, Clone)]
+pub struct Trigger(Sender<()>);
+
+/// The waiting end; cheap to clone into every task.
+#[derive(Debug, Clone)]
+pub struct Signal(Receiver<()>);
+
+/// A new, unfired signal.
+pub fn signal() -> (Trigger, Signal) {
+    let (tx, rx) = async_channel::bounded(1);
+    (Trigger(tx), Signal(rx))
+}
+
+impl Trigger {
+    /// Fires the signal; firing twice is harmless.
+    pub fn fire(&self) {
+        self.0.close();
+    }
+}
+
+impl Signal {
+    /// Resolves once the signal has fired (at once if it already has).
+    pub async fn wait(&self) {
+        // Nothing is ever sent, so this only returns when the channel closes.
+        let _ = self.0.recv().await;
+    }
+
+    /// Whether the signal has fired.
+    pub fn fired(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+/// Races `work` against the signal: `None` if the signal fired first.
+pub async fn unless<T>(signal: &Signal, work: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(work.await) }, async {
+        signal.wait().await;
+        None
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fired_signal_wakes_all_clones() {
+        let (trigger, signal) = signal();
+        let other = signal.clone();
+        assert!(!signal.fired());
+        trigger.fire();
+        smol::block_on(other.wait());
+        assert!(signal.fired());
+        assert_eq!(
+            smol::block_on(unless(&signal, std::future::pending::<()>())),
+            None
+        );
+    }
+}

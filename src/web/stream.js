@@ -1,0 +1,127 @@
+// Live viewer: one WebSocket, text "start"/"stop", one JPEG per binary message.
+// Frames are decoded off the main thread (createImageBitmap) and drawn to a canvas; while
+// one decodes, newer ones replace the pending one, so a slow device shows the newest frame.
+(() => {
+  const canvas = document.getElementById('canvas');
+  const ctx = canvas.getContext('2d');
+  const overlay = document.getElementById('overlay');
+  const message = document.getElementById('message');
+  const toggle = document.getElementById('toggle');
+  const stateText = document.getElementById('state');
+
+  // Every URL is relative to the page, so a reverse proxy on a subpath just works.
+  const wsUrl = () => {
+    const url = new URL('ws', location.href);
+    url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    return url.href;
+  };
+
+  let ws = null;
+  let wanted = false;
+  let retryMs = 500;
+  let retryTimer = null;
+  let pending = null;
+  let decoding = false;
+  let lastFrameAt = 0;
+  let drawn = [];
+  window.croissant = { frames: 0 };
+
+  function setState(text) { stateText.textContent = text; }
+
+  function connect() {
+    clearTimeout(retryTimer);
+    setState('Connecting…');
+    const socket = new WebSocket(wsUrl());
+    socket.binaryType = 'blob';
+    ws = socket;
+    socket.onopen = () => {
+      retryMs = 500;
+      setState('Waiting for the camera…');
+      message.textContent = 'Starting the camera…';
+      socket.send('start');
+    };
+    socket.onmessage = (event) => {
+      if (typeof event.data === 'string') return;
+      pending = event.data;
+      lastFrameAt = performance.now();
+      if (!decoding) drawNext();
+    };
+    socket.onclose = () => {
+      if (ws !== socket) return;
+      ws = null;
+      if (!wanted) return;
+      const wait = retryMs;
+      retryMs = Math.min(retryMs * 2, 10000);
+      setState(`Disconnected; retrying in ${Math.round(wait / 1000)} s`);
+      message.textContent = 'Connection to the camera lost. Reconnecting…';
+      retryTimer = setTimeout(connect, wait);
+    };
+  }
+
+  async function drawNext() {
+    decoding = true;
+    while (pending) {
+      const blob = pending;
+      pending = null;
+      try {
+        const bitmap = await createImageBitmap(blob);
+        if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
+          canvas.width = bitmap.width;
+          canvas.height = bitmap.height;
+        }
+        ctx.drawImage(bitmap, 0, 0);
+        bitmap.close();
+        const now = performance.now();
+        drawn.push(now);
+        window.croissant.frames++;
+        message.textContent = '';
+        setState('Live');
+      } catch (e) {
+        // A frame that does not decode is skipped; the next one replaces it.
+      }
+    }
+    decoding = false;
+  }
+
+  function start() {
+    wanted = true;
+    toggle.textContent = 'STOP STREAM';
+    connect();
+  }
+
+  function stop() {
+    wanted = false;
+    clearTimeout(retryTimer);
+    toggle.textContent = 'START STREAM';
+    if (ws) {
+      if (ws.readyState === WebSocket.OPEN) ws.send('stop');
+      ws.close(1000);
+      ws = null;
+    }
+    overlay.textContent = '';
+    message.textContent = 'Stopped. Press START STREAM to watch.';
+    setState('Idle');
+  }
+
+  toggle.addEventListener('click', () => (wanted ? stop() : start()));
+  document.getElementById('fullscreen').addEventListener('click', () => {
+    const viewer = document.getElementById('viewer');
+    if (document.fullscreenElement) document.exitFullscreen();
+    else if (viewer.requestFullscreen) viewer.requestFullscreen();
+  });
+
+  // Overlay: frames drawn per second over the last two seconds, and the newest frame's age.
+  setInterval(() => {
+    if (!wanted) return;
+    const now = performance.now();
+    drawn = drawn.filter((t) => now - t < 2000);
+    const fps = drawn.length > 1 ? (drawn.length - 1) / ((drawn[drawn.length - 1] - drawn[0]) / 1000) : 0;
+    window.croissant.fps = fps;
+    const age = lastFrameAt ? Math.round(now - lastFrameAt) : null;
+    overlay.textContent = `${fps.toFixed(1)} fps` + (age !== null ? ` · ${age} ms` : '');
+    if (ws && ws.readyState === WebSocket.OPEN && lastFrameAt && now - lastFrameAt > 5000) {
+      message.textContent = 'No picture from the camera. It is being restarted…';
+      setState('Camera down');
+    }
+  }, 500);
+})();
