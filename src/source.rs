@@ -194,7 +194,9 @@ pub async fn supervise(config: SourceConfig, bus: Bus, status: Arc<Status>, shut
         shutdown,
     };
     loop {
-        source.status.set_state(State::Stopped, None);
+        if !source.bus.demand().is_wanted() {
+            source.status.set_state(State::Stopped, None);
+        }
         let wanted = future::or(
             async {
                 source.bus.demand().until_wanted(true).await;

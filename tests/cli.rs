@@ -1,0 +1,61 @@
+//! The command line: `check`, exit codes, and errors that point at the line.
+
+mod common;
+
+use std::process::Command;
+
+use common::CROISSANT;
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(CROISSANT)
+        .args(args)
+        .output()
+        .expect("run croissant");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_config_exits_2_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "[source]\nkind = \"test-pattern\"\nframerate = 0\n").expect("write");
+    let path = path.to_str().expect("utf-8 path");
+    for args in [vec!["check", "--config", path], vec!["--config", path]] {
+        let (code, _, stderr) = run(&args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(&format!("{path}:3:")), "{stderr}");
+        assert!(stderr.contains("source.framerate"), "{stderr}");
+    }
+}
+
+#[test]
+fn check_accepts_the_example_config() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let (code, stdout, stderr) = run(&["check", "--config", example]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ok"), "{stdout}");
+}
+
+#[test]
+fn missing_config_file_exits_2() {
+    let (code, _, stderr) = run(&["check", "--config", "/nonexistent/croissant.toml"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/croissant.toml"), "{stderr}");
+}
+
+#[test]
+fn version_and_help() {
+    let (code, stdout, _) = run(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains(env!("CARGO_PKG_VERSION")));
+    let (code, stdout, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("check") && stdout.contains("--config"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,322 @@
+//! Test support: start the real `croissant` binary on a temp config and a free port, and
+//! talk to it over real sockets.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tungstenite::{Message, WebSocket};
+
+pub const CROISSANT: &str = env!("CARGO_BIN_EXE_croissant");
+pub const FAKECAM: &str = env!("CARGO_BIN_EXE_fakecam");
+
+/// A running daemon; killed when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+impl Daemon {
+    /// Starts the daemon with `config` (`{port}`, `{dir}` and `{fakecam}` are filled in) and
+    /// waits until `/health` answers.
+    pub fn start(config: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, config)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Daemon {
+        let port = free_port();
+        let text = config
+            .replace("{port}", &port.to_string())
+            .replace("{dir}", &dir.path().display().to_string())
+            .replace("{fakecam}", FAKECAM);
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, text).expect("write config");
+        let log = dir.path().join("daemon.log");
+        let child = Command::new(CROISSANT)
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn croissant");
+        let mut daemon = Daemon {
+            child,
+            port,
+            dir,
+            log,
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("croissant exited early with {status}:\n{}", self.log_text());
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("croissant did not listen within 20 s:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// `GET path`, returning status and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let (status, _, body) = http(
+            self.port,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// `/health` as JSON.
+    pub fn health(&self) -> serde_json::Value {
+        let (_, body) = self.get("/health");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("health is not JSON ({e}): {body}"))
+    }
+
+    /// The source process id, if one runs.
+    pub fn source_pid(&self) -> Option<i32> {
+        self.health()["source"]["pid"].as_i64().map(|p| p as i32)
+    }
+
+    /// Polls `check` until it holds or `timeout` passes.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut check: impl FnMut(&Daemon) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if check(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out waiting for {what}; health: {}\nlog:\n{}",
+            self.get("/health").1,
+            self.log_text()
+        );
+    }
+
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        signal_pid(self.pid(), signal);
+    }
+
+    /// Waits for the daemon to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Resident memory of the daemon in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+
+    pub fn viewer(&self, path: &str) -> Viewer {
+        Viewer::connect(self.port, path)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal_pid(pid: i32, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid).expect("a positive pid");
+    rustix::process::kill_process(pid, signal).expect("send signal");
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(") ")
+            .next()
+            .is_some_and(|rest| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc status")
+}
+
+/// Sends a raw request and reads the whole response (the server closes it).
+pub fn http(port: u16, request: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(request.as_bytes()).expect("send request");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| {
+        panic!("no response head in {:?}", String::from_utf8_lossy(&raw));
+    });
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect::<Vec<_>>();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    (status, headers, body)
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&body[..line_end]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&body[line_end + 2..line_end + 2 + size]);
+        body = &body[line_end + 2 + size + 2..];
+    }
+    out
+}
+
+/// A real WebSocket client.
+pub struct Viewer {
+    pub ws: WebSocket<TcpStream>,
+}
+
+impl Viewer {
+    pub fn connect(port: u16, path: &str) -> Viewer {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let (ws, _) =
+            tungstenite::client(format!("ws://127.0.0.1:{port}{path}"), stream).expect("WebSocket handshake");
+        Viewer { ws }
+    }
+
+    pub fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).expect("send text");
+    }
+
+    /// The next binary message (a frame), skipping control frames.
+    pub fn frame(&mut self) -> Vec<u8> {
+        loop {
+            match self.ws.read().expect("read a frame") {
+                Message::Binary(data) => return data.to_vec(),
+                Message::Close(frame) => panic!("closed while waiting for a frame: {frame:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next message of any kind, or the error.
+    pub fn next(&mut self) -> Result<Message, tungstenite::Error> {
+        self.ws.read()
+    }
+}
+
+/// The `seq=` number a fakecam frame carries in its COM segment.
+pub fn frame_seq(jpeg: &[u8]) -> u64 {
+    comment_field(jpeg, "seq=").unwrap_or_else(|| panic!("frame without seq comment ({} bytes)", jpeg.len()))
+}
+
+pub fn comment_field(jpeg: &[u8], key: &str) -> Option<u64> {
+    if jpeg.len() < 6 || jpeg[2..4] != [0xFF, 0xFE] {
+        return None;
+    }
+    let len = u16::from_be_bytes([jpeg[4], jpeg[5]]) as usize;
+    let text = String::from_utf8_lossy(jpeg.get(6..4 + len)?).into_owned();
+    text.split(' ')
+        .find_map(|f| f.strip_prefix(key))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The width and height in a JPEG's SOF segment.
+pub fn jpeg_size(jpeg: &[u8]) -> Option<(u16, u16)> {
+    let mut i = 2;
+    while i + 9 < jpeg.len() {
+        if jpeg[i] != 0xFF {
+            return None;
+        }
+        let marker = jpeg[i + 1];
+        let len = u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize;
+        if (0xC0..=0xC3).contains(&marker) {
+            let h = u16::from_be_bytes([jpeg[i + 5], jpeg[i + 6]]);
+            let w = u16::from_be_bytes([jpeg[i + 7], jpeg[i + 8]]);
+            return Some((w, h));
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+pub fn fakecam_config(extra_args: &str, source_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+
+[storage]
+dir = "{{dir}}"
+
+[source]
+kind = "command"
+command = ["{{fakecam}}", {extra_args}]
+stop_grace_ms = 300
+{source_extra}
+
+[sinks.live]
+type = "websocket"
+"#
+    )
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}

@@ -1,0 +1,330 @@
+//! The core daemon end to end: the real binary, a real camera process (fakecam or ffmpeg),
+//! real WebSocket clients.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rustix::process::Signal;
+use tungstenite::Message;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+#[test]
+fn two_viewers_get_the_same_frames_byte_identical_to_the_source() {
+    let tee = tempfile::tempdir().expect("tee dir");
+    let args = format!(r#""--fps", "20", "--nasty", "--tee", "{}""#, tee.path().display());
+    let daemon = Daemon::start(&fakecam_config(&args, ""));
+    let mut a = daemon.viewer("/");
+    let mut b = daemon.viewer("/ws");
+    a.send("start");
+    b.send("start");
+    let mut seqs = [BTreeSet::new(), BTreeSet::new()];
+    for _ in 0..30 {
+        for (viewer, seen) in [&mut a, &mut b].into_iter().zip(seqs.iter_mut()) {
+            let frame = viewer.frame();
+            let seq = frame_seq(&frame);
+            let written =
+                std::fs::read(tee.path().join(format!("{seq}.jpg"))).expect("the source wrote this frame");
+            assert!(frame == written, "frame {seq} differs from what the source wrote");
+            seen.insert(seq);
+        }
+    }
+    let common: Vec<_> = seqs[0].intersection(&seqs[1]).collect();
+    assert!(
+        common.len() >= 20,
+        "viewers should see mostly the same frames: {seqs:?}"
+    );
+    // The nasty stream has garbage and Exif thumbnails: nothing may have been cut wrongly.
+    assert!(
+        !daemon.log_text().contains("dropped a corrupt frame"),
+        "{}",
+        daemon.log_text()
+    );
+}
+
+#[test]
+fn a_viewer_that_never_reads_does_not_slow_others_or_grow_memory() {
+    let daemon = Daemon::start(&fakecam_config(
+        r#""--fps", "30", "--width", "1280", "--height", "720""#,
+        "",
+    ));
+    // The stalled viewer: subscribes, then never reads a byte.
+    let mut stalled = daemon.viewer("/");
+    stalled.send("start");
+    let mut fast = daemon.viewer("/");
+    fast.send("start");
+    // Warm up: let the stalled socket's buffers fill.
+    let warm_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < warm_until {
+        fast.frame();
+    }
+    let rss_before = daemon.rss_kib();
+    let started = Instant::now();
+    let first = frame_seq(&fast.frame());
+    let mut last = first;
+    let mut received = 1u64;
+    while started.elapsed() < Duration::from_secs(4) {
+        last = frame_seq(&fast.frame());
+        received += 1;
+    }
+    let span = last - first + 1;
+    let rss_after = daemon.rss_kib();
+    assert!(
+        received * 100 >= span * 95,
+        "the fast viewer missed frames: got {received} of {span}"
+    );
+    assert!(
+        span >= 90,
+        "the source should have delivered ~120 frames in 4 s, got {span}"
+    );
+    assert!(
+        rss_after < rss_before + 4096,
+        "memory grew from {rss_before} KiB to {rss_after} KiB with a stalled viewer"
+    );
+    drop(stalled);
+}
+
+#[test]
+fn the_source_runs_only_while_someone_watches() {
+    let daemon = Daemon::start(&fakecam_config(r#""--fps", "15""#, ""));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(daemon.source_pid(), None, "no viewer yet, so no camera");
+    assert_eq!(daemon.health()["source"]["state"], "stopped");
+
+    // A viewer that connects but does not send start does not start the camera.
+    let mut viewer = daemon.viewer("/");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(daemon.source_pid(), None);
+
+    // start → camera; stop → gone after the grace period.
+    viewer.send("start");
+    viewer.frame();
+    let pid = daemon.source_pid().expect("a camera process while watching");
+    assert!(alive(pid));
+    viewer.send("stop");
+    daemon.wait_for("the camera to stop after `stop`", Duration::from_secs(5), |d| {
+        d.source_pid().is_none()
+    });
+    assert!(!alive(pid), "camera process {pid} outlived its viewers");
+
+    // A page reload within the grace period keeps the same camera.
+    viewer.send("start");
+    viewer.frame();
+    let pid = daemon.source_pid().expect("camera restarted");
+    drop(viewer);
+    let mut again = daemon.viewer("/");
+    again.send("start");
+    again.frame();
+    assert_eq!(
+        daemon.source_pid(),
+        Some(pid),
+        "a quick reconnect must not restart the camera"
+    );
+
+    // A dropped connection (no close handshake) counts as leaving.
+    let raw = again.ws.get_ref().try_clone().expect("clone socket");
+    raw.shutdown(std::net::Shutdown::Both).expect("shutdown");
+    drop(again);
+    daemon.wait_for(
+        "the camera to stop after a dropped connection",
+        Duration::from_secs(5),
+        |d| d.source_pid().is_none(),
+    );
+    assert!(!alive(pid));
+}
+
+#[test]
+fn a_killed_source_restarts_and_viewers_resume_on_the_same_connection() {
+    let daemon = Daemon::start(&fakecam_config(r#""--fps", "20""#, ""));
+    let mut viewer = daemon.viewer("/");
+    viewer.send("start");
+    viewer.frame();
+    let pid = daemon.source_pid().expect("camera running");
+    signal_pid(pid, Signal::KILL);
+    // Frames from before the kill may still be queued; wait for frames from the new process.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut new_pid = None;
+    while Instant::now() < deadline {
+        viewer.frame();
+        if let Some(p) = daemon.source_pid().filter(|p| *p != pid) {
+            new_pid = Some(p);
+            break;
+        }
+    }
+    let new_pid = new_pid.unwrap_or_else(|| panic!("no new camera process:\n{}", daemon.log_text()));
+    for _ in 0..5 {
+        viewer.frame();
+    }
+    assert!(alive(new_pid));
+    assert!(daemon.health()["source"]["restarts"].as_u64() >= Some(1));
+    assert!(daemon.log_text().contains("source failed"), "the death is logged");
+}
+
+#[test]
+fn a_source_that_cannot_start_backs_off_and_health_says_so() {
+    let config = r#"
+[server]
+listen = "127.0.0.1:{port}"
+[source]
+kind = "command"
+command = ["/nonexistent/camera"]
+[sinks.live]
+type = "websocket"
+"#;
+    let daemon = Daemon::start(config);
+    let mut viewer = daemon.viewer("/");
+    viewer.send("start");
+    daemon.wait_for("a failed start to be reported", Duration::from_secs(5), |d| {
+        d.health()["source"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("/nonexistent/camera"))
+    });
+    // Backoff, not a busy loop: 0.5 + 1 + 2 s gives at most a handful of attempts in 4 s.
+    std::thread::sleep(Duration::from_secs(4));
+    let restarts = daemon.health()["source"]["restarts"].as_u64().unwrap_or(0);
+    assert!((2..=5).contains(&restarts), "restarts: {restarts}");
+    daemon.wait_for("health to turn 503", Duration::from_secs(6), |d| {
+        d.get("/health").0 == 503
+    });
+    drop(viewer);
+}
+
+#[test]
+fn sigterm_closes_viewers_with_going_away_and_exits_zero() {
+    let mut daemon = Daemon::start(&fakecam_config(r#""--fps", "20""#, ""));
+    let mut viewer = daemon.viewer("/");
+    viewer.send("start");
+    viewer.frame();
+    let camera = daemon.source_pid().expect("camera running");
+    let sent = Instant::now();
+    daemon.signal(Signal::TERM);
+    let close = loop {
+        match viewer.next() {
+            Ok(Message::Close(frame)) => break frame,
+            Ok(_) => continue,
+            Err(error) => panic!("connection ended without a close frame: {error}"),
+        }
+    };
+    assert_eq!(close.map(|f| f.code), Some(CloseCode::Away));
+    let status = daemon
+        .wait_exit(Duration::from_secs(8))
+        .expect("exited after SIGTERM");
+    assert!(status.success(), "exit status {status}:\n{}", daemon.log_text());
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        sent.elapsed()
+    );
+    assert!(!alive(camera), "the camera outlived the daemon");
+}
+
+#[test]
+fn the_test_pattern_moves() {
+    let config = r#"
+[server]
+listen = "127.0.0.1:{port}"
+[source]
+kind = "test-pattern"
+width = 320
+height = 240
+framerate = 10
+"#;
+    let daemon = Daemon::start(config);
+    let mut viewer = daemon.viewer("/ws");
+    viewer.send("start");
+    let a = viewer.frame();
+    let b = viewer.frame();
+    assert_eq!(&a[..2], &[0xFF, 0xD8]);
+    assert_eq!(jpeg_size(&a), Some((320, 240)));
+    assert_ne!(a, b, "consecutive frames differ");
+}
+
+#[test]
+fn ffmpeg_file_source_plays_a_video_in_a_loop() {
+    let dir = tempfile::tempdir().expect("dir");
+    let video = dir.path().join("clip.mp4");
+    let made = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=10",
+            "-t",
+            "1",
+        ])
+        .args(["-pix_fmt", "yuv420p"])
+        .arg(&video)
+        .status()
+        .expect("ffmpeg must be installed (scripts/test installs it)");
+    assert!(made.success());
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+[source]
+kind = "ffmpeg-file"
+path = "{}"
+width = 160
+height = 120
+framerate = 10
+"#,
+        video.display()
+    );
+    let daemon = Daemon::start_in(dir, &config);
+    let mut viewer = daemon.viewer("/");
+    viewer.send("start");
+    // One second of video at 10 fps: 25 frames means it looped.
+    for _ in 0..25 {
+        let frame = viewer.frame();
+        assert_eq!(jpeg_size(&frame), Some((160, 120)));
+    }
+}
+
+#[test]
+fn unknown_messages_are_ignored_and_oversized_ones_close_the_socket() {
+    let daemon = Daemon::start(&fakecam_config(r#""--fps", "20""#, ""));
+    let mut viewer = daemon.viewer("/");
+    viewer.send("hello");
+    viewer.ws.send(Message::binary(vec![1, 2, 3])).expect("send");
+    viewer.send("start");
+    viewer.frame();
+    viewer
+        .ws
+        .send(Message::binary(vec![0u8; 100_000]))
+        .expect("send a big message");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match viewer.next() {
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => assert!(Instant::now() < deadline, "the socket stayed open"),
+        }
+    }
+    // The daemon is fine afterwards.
+    assert_eq!(daemon.get("/health").0, 200);
+}
+
+#[test]
+fn pages_and_health_are_served() {
+    let daemon = Daemon::start(&fakecam_config(r#""--fps", "5""#, ""));
+    let (status, body) = daemon.get("/stream");
+    assert_eq!(status, 200);
+    assert!(body.contains("START STREAM"));
+    let (status, body) = daemon.get("/");
+    assert_eq!(status, 200);
+    assert!(body.contains("href=\"stream\""));
+    assert_eq!(daemon.get("/assets/stream.js").0, 200);
+    assert_eq!(daemon.get("/nope").0, 404);
+    let health = daemon.health();
+    assert_eq!(health["status"], "ok");
+    assert!(health["uptime"].is_u64());
+    let (_, headers, _) = http(
+        daemon.port,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(headers.contains(&("access-control-allow-origin".into(), "*".into())));
+}
