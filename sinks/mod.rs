@@ -20,8 +20,12 @@ use crate::bus::Bus;
 use crate::config::SinkEntry;
 use crate::http::Routes;
 use crate::mode::Mode;
+use crate::recordings::Recordings;
 use crate::shutdown::{self, Signal, Trigger};
 
+pub mod recorder;
+pub mod retention;
+pub mod thumbnailer;
 pub mod websocket;
 
 /// A boxed future, as the object-safe sink methods return.
@@ -31,7 +35,12 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub type Factory = fn(ValueDeserializer<'_>) -> Result<Box<dyn SinkConfig>, toml::de::Error>;
 
 /// Every sink implementation, keyed by its `type`.
-pub const FACTORIES: &[(&str, Factory)] = &[("websocket", parse::<websocket::Config>)];
+pub const FACTORIES: &[(&str, Factory)] = &[
+    ("websocket", parse::<websocket::Config>),
+    ("recorder", parse::<recorder::Config>),
+    ("thumbnailer", parse::<thumbnailer::Config>),
+    ("retention", parse::<retention::Config>),
+];
 
 fn parse<T: SinkConfig + DeserializeOwned + 'static>(
     table: ValueDeserializer<'_>,
@@ -100,6 +109,8 @@ pub struct SinkContext {
     pub shutdown: Signal,
     /// `[storage] dir`.
     pub storage_dir: PathBuf,
+    /// The recordings on disk and the segment being written.
+    pub recordings: Arc<Recordings>,
     enabled: Arc<AtomicBool>,
 }
 
@@ -143,6 +154,7 @@ impl Sinks {
         bus: &Bus,
         shutdown: &Signal,
         storage_dir: &std::path::Path,
+        recordings: &Arc<Recordings>,
     ) -> Result<Sinks, String> {
         let mut sinks = Vec::new();
         for entry in entries {
@@ -152,6 +164,7 @@ impl Sinks {
                 bus: bus.clone(),
                 shutdown: shutdown.clone(),
                 storage_dir: storage_dir.to_owned(),
+                recordings: recordings.clone(),
                 enabled: enabled.clone(),
             };
             let sink = entry

@@ -271,6 +271,17 @@ fn in_range<'de, D: Deserializer<'de>>(d: D, lo: u64, hi: u64, what: &str) -> Re
     }
 }
 
+/// For sink configs: a whole number of seconds within `LO..=HI`, checked while parsing so
+/// the error points at the value.
+pub fn seconds<'de, D: Deserializer<'de>, const LO: u64, const HI: u64>(d: D) -> Result<u64, D::Error> {
+    in_range(d, LO, HI, "seconds")
+}
+
+/// For sink configs: a count within `LO..=HI`, checked while parsing.
+pub fn count<'de, D: Deserializer<'de>, const LO: u64, const HI: u64>(d: D) -> Result<usize, D::Error> {
+    in_range(d, LO, HI, "a number").map(|v| v as usize)
+}
+
 fn dimension<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     in_range(d, 16, 8192, "a size in pixels").map(|v| v as u32)
 }

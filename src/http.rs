@@ -20,6 +20,8 @@ use tracing::{debug, info, warn};
 
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::mode::{Mode, ModeSwitch};
+use crate::recordings::Recordings;
 use crate::shutdown::{self, Signal};
 use crate::sinks::BoxFuture;
 use crate::source;
@@ -46,6 +48,10 @@ pub struct AppState {
     pub bus: Bus,
     /// The source's status.
     pub status: Arc<source::Status>,
+    /// The current mode and the switch between modes.
+    pub mode: Arc<ModeSwitch>,
+    /// The recordings on disk.
+    pub recordings: Arc<Recordings>,
 }
 
 /// The routes sinks and the core register before the server starts.
@@ -79,6 +85,11 @@ impl Routes {
         app.at("/assets/stream.js")
             .get(|_| async { Ok(page(crate::web::STREAM_JS, "text/javascript; charset=utf-8")) });
         app.at("/health").get(health);
+        app.at("/settings")
+            .get(get_settings)
+            .post(post_settings)
+            .options(preflight);
+        crate::replays::routes(&mut app);
         Routes {
             app,
             websockets: HashMap::new(),
@@ -113,7 +124,8 @@ async fn health(req: Request<AppState>) -> tide::Result {
     let body = json!({
         "status": if starved { "stalled" } else { "ok" },
         "uptime": state.status.started_at().elapsed().as_secs(),
-        "mode": state.config.mode.default,
+        "mode": state.mode.current(),
+        "recording": state.recordings.current().map(|c| c.stem),
         "source": {
             "kind": state.config.source.kind_name(),
             "state": snap.state,
@@ -133,6 +145,59 @@ async fn health(req: Request<AppState>) -> tide::Result {
         StatusCode::Ok
     });
     res.set_body(Body::from_json(&body)?);
+    res.insert_header("Cache-Control", "no-store");
+    Ok(res)
+}
+
+async fn get_settings(req: Request<AppState>) -> tide::Result {
+    json_response(StatusCode::Ok, &json!({ "mode": req.state().mode.current() }))
+}
+
+/// `POST /settings` with `{"mode": "..."}`, answering exactly as the original server did.
+async fn post_settings(mut req: Request<AppState>) -> tide::Result {
+    const MAX_BODY: usize = 4096;
+    let mut body = Vec::new();
+    let mut reader = futures_lite::AsyncReadExt::take(req.take_body(), MAX_BODY as u64 + 1);
+    if futures_lite::AsyncReadExt::read_to_end(&mut reader, &mut body)
+        .await
+        .is_err()
+    {
+        return json_response(StatusCode::BadRequest, &json!({ "error": "Invalid JSON" }));
+    }
+    if body.len() > MAX_BODY {
+        return json_response(StatusCode::PayloadTooLarge, &json!({ "error": "Body too large" }));
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return json_response(StatusCode::BadRequest, &json!({ "error": "Invalid JSON" }));
+    };
+    let Some(mode) = value.get("mode").and_then(|m| m.as_str()).and_then(Mode::parse) else {
+        return json_response(StatusCode::BadRequest, &json!({ "error": "Invalid mode" }));
+    };
+    let switch = req.state().mode.clone();
+    if let Err(error) = switch.set(mode).await {
+        warn!(%error, "cannot save the mode");
+        return json_response(
+            StatusCode::InternalServerError,
+            &json!({ "error": format!("cannot save the mode: {error}") }),
+        );
+    }
+    json_response(StatusCode::Ok, &json!({ "status": "updated", "mode": mode }))
+}
+
+/// CORS preflight for `POST /settings` from another origin (a JSON body is not a "simple"
+/// request).
+async fn preflight(_req: Request<AppState>) -> tide::Result {
+    let mut res = Response::new(StatusCode::NoContent);
+    res.insert_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    res.insert_header("Access-Control-Allow-Headers", "Content-Type");
+    res.insert_header("Access-Control-Max-Age", "600");
+    Ok(res)
+}
+
+/// A JSON response with `status`.
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> tide::Result {
+    let mut res = Response::new(status);
+    res.set_body(Body::from_json(body)?);
     res.insert_header("Cache-Control", "no-store");
     Ok(res)
 }
@@ -182,6 +247,9 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: Signal) {
 /// What the peeked request head asks for.
 enum Head {
     WebSocket(WsHandler),
+    /// A request target with `..` (raw or percent-encoded): answered 400 before anything
+    /// else sees it, rather than normalized into some other page.
+    Reject,
     Http,
     Closed,
 }
@@ -194,6 +262,17 @@ async fn handle(stream: TcpStream, peer: SocketAddr, routes: &Routes) {
     .await;
     match head {
         Head::Closed => {}
+        Head::Reject => {
+            use futures_lite::AsyncWriteExt;
+            let mut stream = stream;
+            let body = r#"{"error":"Invalid path"}"#;
+            let response = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.close().await;
+        }
         Head::WebSocket(handler) => {
             let config = viewer_ws_config();
             match async_tungstenite::accept_async_with_config(stream, Some(config)).await {
@@ -251,6 +330,9 @@ async fn peek_head(stream: &TcpStream, routes: &Routes) -> Head {
 
 fn route(req: &httparse::Request<'_, '_>, routes: &Routes) -> Head {
     let path = req.path.unwrap_or("").split('?').next().unwrap_or("");
+    if has_dot_segments(path) {
+        return Head::Reject;
+    }
     let upgrade = req.headers.iter().any(|h| {
         h.name.eq_ignore_ascii_case("upgrade")
             && String::from_utf8_lossy(h.value)
@@ -263,6 +345,16 @@ fn route(req: &httparse::Request<'_, '_>, routes: &Routes) -> Head {
     }
 }
 
+/// Whether a raw request path contains a `..` segment, literally or percent-encoded.
+fn has_dot_segments(path: &str) -> bool {
+    let lower = path
+        .to_ascii_lowercase()
+        .replace("%2e", ".")
+        .replace("%2f", "/")
+        .replace("%5c", "/");
+    lower.split(['/', '\\']).any(|segment| segment == "..")
+}
+
 /// Viewers send a few bytes ("start", "stop"); keep their buffers small so a thousand of
 /// them cost little, and refuse anything large.
 fn viewer_ws_config() -> WebSocketConfig {
@@ -272,4 +364,32 @@ fn viewer_ws_config() -> WebSocketConfig {
     config.max_message_size = Some(4096);
     config.max_frame_size = Some(4096);
     config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_found_in_any_spelling() {
+        for bad in [
+            "/recordings/../x",
+            "/a/%2e%2e/b",
+            "/%2E%2e",
+            "/x/..%2fstate.ron",
+            "/..",
+            "/a\\..\\b",
+        ] {
+            assert!(has_dot_segments(bad), "{bad}");
+        }
+        for good in [
+            "/",
+            "/recordings/20261124-134400.mp4",
+            "/a..b",
+            "/.well-known",
+            "/x/.../y",
+        ] {
+            assert!(!has_dot_segments(good), "{good}");
+        }
+    }
 }

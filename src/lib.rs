@@ -11,7 +11,10 @@
 //! - [`bus`]: each frame shared (one allocation) with a bounded queue per consumer.
 //! - [`mode`]: on-demand or continuous, and the demand count that runs the source.
 //! - `sinks`: the consumers, one file each; `sinks/websocket.rs` serves live viewers.
-//! - [`http`]: one port for pages, `/health` and WebSocket upgrades.
+//! - `sinks/recorder.rs`, `sinks/thumbnailer.rs`, `sinks/retention.rs`: continuous mode's
+//!   MP4 segments, thumbnails and clean-up, over the files [`recordings`] names.
+//! - [`http`]: one port for pages, `/health`, `/settings`, the replays API and WebSocket
+//!   upgrades; [`state`] persists the mode.
 //! - [`shutdown`]: one signal, cloned into every task; [`runtime`]: the executor.
 #![warn(missing_docs)]
 
@@ -20,12 +23,15 @@ pub mod config;
 pub mod http;
 pub mod mode;
 pub mod ratelimit;
+pub mod recordings;
+mod replays;
 pub mod runtime;
 pub mod shutdown;
 #[path = "../sinks/mod.rs"]
 pub mod sinks;
 pub mod source;
 pub mod splitter;
+pub mod state;
 pub mod testpattern;
 mod web;
 
@@ -73,15 +79,25 @@ async fn daemon(config: Config) -> Result<(), Error> {
     let addr = config.server.listen;
     let listener = http::bind(addr).map_err(|source| Error::Listen { addr, source })?;
 
-    let mut sinks =
-        sinks::Sinks::build(&config.sinks, &bus, &shutdown, &config.storage.dir).map_err(Error::Sink)?;
+    let recordings = Arc::new(recordings::Recordings::new(&config.storage.dir));
+    let sinks = sinks::Sinks::build(&config.sinks, &bus, &shutdown, &config.storage.dir, &recordings)
+        .map_err(Error::Sink)?;
+    let state_file = state::StateFile::in_dir(&config.storage.dir);
+    let mode = state_file
+        .load_or(state::State {
+            mode: config.mode.default,
+        })
+        .mode;
+    let modes = Arc::new(mode::ModeSwitch::new(mode, sinks, state_file));
     let mut routes = http::Routes::new(http::AppState {
         config: config.clone(),
         bus: bus.clone(),
         status: status.clone(),
+        mode: modes.clone(),
+        recordings,
     });
-    sinks.routes(&mut routes);
-    sinks.apply(Some(config.mode.default)).await;
+    modes.sinks_routes(&mut routes).await;
+    modes.start().await;
 
     let source = runtime::spawn(source::supervise(
         config.source.clone(),
@@ -93,8 +109,8 @@ async fn daemon(config: Config) -> Result<(), Error> {
     info!(
         config = %config.origin,
         source = config.source.kind_name(),
-        mode = %config.mode.default,
-        sinks = ?sinks.enabled(),
+        mode = %modes.current(),
+        sinks = ?modes.enabled_sinks().await,
         "croissant {} listening on http://{addr} (viewer at /stream)",
         env!("CARGO_PKG_VERSION"),
     );
@@ -102,7 +118,7 @@ async fn daemon(config: Config) -> Result<(), Error> {
     shutdown.wait().await;
     server.await;
     let sinks_done = async {
-        sinks.apply(None).await;
+        modes.stop_all().await;
         true
     };
     let timeout = async {

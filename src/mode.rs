@@ -102,6 +102,70 @@ impl Drop for Want {
     }
 }
 
+/// The current mode, switched at run time: persists the choice, then enables and disables
+/// sinks to match. Switches are serialized.
+pub struct ModeSwitch {
+    current: std::sync::Mutex<Mode>,
+    sinks: smol::lock::Mutex<crate::sinks::Sinks>,
+    state: crate::state::StateFile,
+}
+
+impl ModeSwitch {
+    /// Starts in `mode` with `sinks` (none enabled yet; call [`ModeSwitch::start`]).
+    pub fn new(mode: Mode, sinks: crate::sinks::Sinks, state: crate::state::StateFile) -> Self {
+        ModeSwitch {
+            current: std::sync::Mutex::new(mode),
+            sinks: smol::lock::Mutex::new(sinks),
+            state,
+        }
+    }
+
+    /// The mode in force.
+    pub fn current(&self) -> Mode {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Enables the sinks of the current mode.
+    pub async fn start(&self) {
+        let mode = self.current();
+        self.sinks.lock().await.apply(Some(mode)).await;
+    }
+
+    /// Saves `mode` and switches to it. Fails (and does not switch) when the state cannot be
+    /// saved, since a mode that silently reverts at the next reboot is worse than an error.
+    pub async fn set(&self, mode: Mode) -> std::io::Result<()> {
+        let mut sinks = self.sinks.lock().await;
+        self.state.save(crate::state::State { mode })?;
+        let previous = std::mem::replace(&mut *self.current.lock().unwrap_or_else(|p| p.into_inner()), mode);
+        if previous != mode {
+            tracing::info!(from = %previous, to = %mode, "mode switched");
+        }
+        sinks.apply(Some(mode)).await;
+        Ok(())
+    }
+
+    /// Lets every sink register its HTTP routes.
+    pub async fn sinks_routes(&self, routes: &mut crate::http::Routes) {
+        self.sinks.lock().await.routes(routes);
+    }
+
+    /// Disables every sink (finishing recordings) for shutdown.
+    pub async fn stop_all(&self) {
+        self.sinks.lock().await.apply(None).await;
+    }
+
+    /// Names of the sinks enabled right now.
+    pub async fn enabled_sinks(&self) -> Vec<String> {
+        self.sinks
+            .lock()
+            .await
+            .enabled()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,357 @@
+//! The recorder: pipes frames into an `ffmpeg` child that writes fragmented MP4 segments.
+//!
+//! The daemon, not ffmpeg, decides segment boundaries: when a frame arrives past the
+//! segment's length, the next ffmpeg is started and gets that frame, then the previous one's
+//! stdin is closed, so no frame falls between two segments and the daemon always knows
+//! which file is being written. Timestamps are the frames' arrival times
+//! (`-use_wallclock_as_timestamps`), so a camera delivering 14.2 fps instead of 15 still
+//! gives true durations. Fragmented MP4 means a power cut loses at most the last fragment.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_process::{Child, ChildStdin, Command, Stdio};
+use futures_lite::{AsyncBufReadExt, AsyncWriteExt, StreamExt, future};
+use serde::Deserialize;
+use tracing::{Instrument, debug, info, warn};
+
+use super::{BoxFuture, Resource, Sink, SinkConfig, SinkContext};
+use crate::bus::Policy;
+use crate::mode::Mode;
+use crate::recordings::{Current, Recordings};
+use crate::shutdown::Signal;
+
+/// `type = "recorder"`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Length of each MP4 segment.
+    #[serde(
+        default = "default_segment_seconds",
+        deserialize_with = "crate::config::seconds::<_, 2, 86400>"
+    )]
+    pub segment_seconds: u64,
+    /// Video encoder.
+    #[serde(default)]
+    pub codec: Codec,
+    /// Frames buffered for ffmpeg before new ones are dropped (and counted).
+    #[serde(
+        default = "default_queue_frames",
+        deserialize_with = "crate::config::count::<_, 1, 10000>"
+    )]
+    pub queue_frames: usize,
+    /// The ffmpeg program.
+    #[serde(default = "default_ffmpeg")]
+    pub ffmpeg: String,
+    /// Extra output options for ffmpeg (e.g. `["-crf", "28"]`).
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+/// The H.264 encoders the recorder knows how to drive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Codec {
+    /// Software x264: plays in every browser.
+    #[default]
+    Libx264,
+    /// The Raspberry Pi's hardware encoder.
+    H264V4l2m2m,
+}
+
+fn default_segment_seconds() -> u64 {
+    300
+}
+fn default_queue_frames() -> usize {
+    90
+}
+fn default_ffmpeg() -> String {
+    "ffmpeg".into()
+}
+
+impl SinkConfig for Config {
+    fn default_modes(&self) -> &'static [Mode] {
+        &[Mode::Continuous]
+    }
+
+    fn resources(&self) -> Vec<Resource> {
+        vec![Resource::Directory("recordings".into())]
+    }
+
+    fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, String> {
+        Ok(Arc::new(Recorder {
+            config: self.clone(),
+            ctx,
+        }))
+    }
+}
+
+/// The running recorder sink.
+pub struct Recorder {
+    config: Config,
+    ctx: SinkContext,
+}
+
+impl Sink for Recorder {
+    fn run(self: Arc<Self>, disabled: Signal) -> BoxFuture<()> {
+        Box::pin(async move { self.record(disabled).await })
+    }
+}
+
+impl Recorder {
+    async fn record(&self, disabled: Signal) {
+        let recordings = self.ctx.recordings.clone();
+        if let Err(error) = std::fs::create_dir_all(recordings.recordings_dir()) {
+            warn!(dir = %recordings.recordings_dir().display(), %error, "cannot create the recordings directory");
+        }
+        let frames = self.ctx.bus.subscribe(Policy::Fifo(self.config.queue_frames));
+        let length = Duration::from_secs(self.config.segment_seconds);
+        let mut segment: Option<Segment> = None;
+        let mut retry_at = Instant::now();
+        let mut failures = 0u32;
+        let mut reported_drops = 0;
+        loop {
+            let frame = future::or(async { Some(frames.recv().await) }, async {
+                disabled.wait().await;
+                None
+            })
+            .await;
+            let Some(frame) = frame else { break };
+
+            let expired = segment
+                .as_ref()
+                .is_some_and(|s| frame.at.duration_since(s.started).unwrap_or_default() >= length);
+            if expired && let Some(old) = segment.take() {
+                // The next segment starts below with this frame; this one finishes meanwhile.
+                let recordings = recordings.clone();
+                crate::runtime::spawn(async move {
+                    let stem = old.stem.clone();
+                    old.finish().await;
+                    recordings.finished(&stem);
+                })
+                .detach();
+            }
+            if segment.is_none() {
+                if Instant::now() < retry_at {
+                    continue;
+                }
+                match Segment::start(&self.config, &recordings, frame.at) {
+                    Ok(started) => {
+                        recordings.set_current(Some(Current {
+                            stem: started.stem.clone(),
+                            started: started.started,
+                        }));
+                        segment = Some(started);
+                    }
+                    Err(error) => {
+                        failures += 1;
+                        let pause = backoff(failures);
+                        warn!(%error, retry_in_ms = pause.as_millis() as u64, "cannot start ffmpeg for a segment");
+                        retry_at = Instant::now() + pause;
+                        continue;
+                    }
+                }
+            }
+            let Some(current) = segment.as_mut() else { continue };
+            if let Err(error) = current.write(&frame.jpeg).await {
+                let Some(dead) = segment.take() else { continue };
+                let lived = dead.opened.elapsed();
+                let stem = dead.stem.clone();
+                let tail = dead.finish().await;
+                recordings.set_current(None);
+                recordings.finished(&stem);
+                failures = if lived > Duration::from_secs(30) {
+                    1
+                } else {
+                    failures + 1
+                };
+                let pause = backoff(failures);
+                warn!(segment = %stem, %error, stderr = %tail, retry_in_ms = pause.as_millis() as u64, "ffmpeg died mid-segment; starting a new one");
+                retry_at = Instant::now() + pause;
+                continue;
+            }
+            failures = 0;
+            let dropped = frames.dropped();
+            if dropped > reported_drops {
+                warn!(dropped, "ffmpeg is slower than the camera; frames were dropped");
+                reported_drops = dropped;
+            }
+        }
+        if let Some(last) = segment.take() {
+            info!(segment = %last.stem, "finishing the segment");
+            let stem = last.stem.clone();
+            recordings.set_current(None);
+            last.finish().await;
+            recordings.finished(&stem);
+        }
+        recordings.set_current(None);
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(500 * 2u64.pow(failures.saturating_sub(1).min(5))).min(Duration::from_secs(10))
+}
+
+/// One ffmpeg child writing one MP4 file.
+struct Segment {
+    stem: String,
+    path: PathBuf,
+    started: SystemTime,
+    opened: Instant,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_task: Option<smol::Task<()>>,
+}
+
+impl Segment {
+    fn start(config: &Config, recordings: &Recordings, at: SystemTime) -> std::io::Result<Segment> {
+        let stem = recordings.new_stem(at);
+        let path = recordings.recordings_dir().join(format!("{stem}.mp4"));
+        let mut child = Command::new(&config.ffmpeg)
+            .args(ffmpeg_args(config, &path))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run `{}`: {e}", config.ffmpeg)))?;
+        let stdin = child.stdin.take();
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr_task = child.stderr.take().map(|stderr| {
+            let tail = stderr_tail.clone();
+            let span = tracing::debug_span!("ffmpeg", segment = %stem);
+            crate::runtime::spawn(
+                async move {
+                    let mut lines = futures_lite::io::BufReader::new(stderr).lines();
+                    while let Some(Ok(line)) = lines.next().await {
+                        debug!("{line}");
+                        let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+                        if tail.len() == 5 {
+                            tail.pop_front();
+                        }
+                        tail.push_back(line);
+                    }
+                }
+                .instrument(span),
+            )
+        });
+        info!(segment = %stem, pid = child.id(), "segment started");
+        Ok(Segment {
+            stem,
+            path,
+            started: at,
+            opened: Instant::now(),
+            child,
+            stdin,
+            stderr_tail,
+            stderr_task,
+        })
+    }
+
+    async fn write(&mut self, jpeg: &[u8]) -> std::io::Result<()> {
+        match self.stdin.as_mut() {
+            Some(stdin) => stdin.write_all(jpeg).await,
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
+    /// Closes ffmpeg's stdin so it writes the last fragment and exits; signals it only if it
+    /// hangs. (ffmpeg reading a pipe ignores SIGTERM while the pipe stays open.) Returns
+    /// the tail of its stderr.
+    async fn finish(mut self) -> String {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.close().await;
+        }
+        let pid = self.child.id();
+        let waited = future::or(async { Some(self.child.status().await) }, async {
+            smol::Timer::after(Duration::from_secs(15)).await;
+            None
+        })
+        .await;
+        let status = match waited {
+            Some(status) => status,
+            None => {
+                warn!(segment = %self.stem, pid, "ffmpeg did not finish within 15 s; killing it");
+                let _ = self.child.kill();
+                self.child.status().await
+            }
+        };
+        if let Some(task) = self.stderr_task.take() {
+            future::or(task, async {
+                smol::Timer::after(Duration::from_secs(1)).await;
+            })
+            .await;
+        }
+        let tail = self
+            .stderr_tail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" | ");
+        match status {
+            Ok(status) if status.success() => {
+                let bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+                info!(segment = %self.stem, bytes, "segment finished");
+            }
+            Ok(status) => warn!(segment = %self.stem, %status, stderr = %tail, "ffmpeg exited with an error"),
+            Err(error) => warn!(segment = %self.stem, %error, "cannot get ffmpeg's exit status"),
+        }
+        tail
+    }
+}
+
+/// The ffmpeg command line for one segment.
+fn ffmpeg_args(config: &Config, path: &std::path::Path) -> Vec<String> {
+    let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+    // No probing and no input buffering: ffmpeg must read each frame as it arrives, since
+    // its read time becomes the frame's timestamp.
+    let mut args = words(
+        "-hide_banner -loglevel error -probesize 32 -analyzeduration 0 -fflags +nobuffer \
+         -f mjpeg -use_wallclock_as_timestamps 1 -i pipe:0 -an -fps_mode passthrough",
+    );
+    // A keyframe every 2 s, so fragments (and what a power cut can lose) stay short;
+    // zerolatency keeps x264 from holding frames back.
+    args.extend(words(match config.codec {
+        Codec::Libx264 => "-c:v libx264 -preset veryfast -tune zerolatency -crf 23 -pix_fmt yuv420p",
+        Codec::H264V4l2m2m => "-c:v h264_v4l2m2m -b:v 4M -pix_fmt yuv420p",
+    }));
+    args.extend(words("-force_key_frames expr:gte(t,n_forced*2)"));
+    args.extend(config.extra_args.iter().cloned());
+    // Each fragment goes to disk as soon as it is complete.
+    args.extend(words(
+        "-flush_packets 1 -movflags +frag_keyframe+empty_moov+default_base_moof -f mp4",
+    ));
+    args.push(path.display().to_string());
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ffmpeg_writes_fragmented_mp4_from_wallclock_stamps() {
+        let config: Config = toml::from_str("").expect("defaults");
+        assert_eq!((config.segment_seconds, config.codec), (300, Codec::Libx264));
+        let args = ffmpeg_args(&config, std::path::Path::new("/r/x.mp4")).join(" ");
+        assert!(args.contains("-use_wallclock_as_timestamps 1 -i pipe:0"));
+        assert!(args.contains("+frag_keyframe+empty_moov+default_base_moof"));
+        assert!(args.ends_with("-f mp4 /r/x.mp4"));
+        let pi: Config = toml::from_str("codec = \"h264_v4l2m2m\"").expect("pi codec");
+        assert!(
+            ffmpeg_args(&pi, std::path::Path::new("x"))
+                .join(" ")
+                .contains("h264_v4l2m2m")
+        );
+    }
+
+    #[test]
+    fn unknown_codec_is_refused() {
+        assert!(toml::from_str::<Config>("codec = \"h265\"").is_err());
+    }
+}

@@ -1,0 +1,271 @@
+//! The recordings on disk: where they live, how they are named, which one is being written.
+//!
+//! Segments are `recordings/YYYYMMDD-HHMMSS.mp4`, named by their local start time (with a
+//! `-N` suffix in the rare case two start within one second). Thumbnails share the stem:
+//! `thumbnails/<stem>.jpg` is the poster, `thumbnails/<stem>-t<seconds>.jpg` the ones taken
+//! during the segment. Names from requests are checked against exactly these patterns
+//! before any filesystem access.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
+use event_listener::Event;
+use serde::Serialize;
+
+/// The recording directories and the live state of the recorder.
+#[derive(Debug)]
+pub struct Recordings {
+    recordings: PathBuf,
+    thumbnails: PathBuf,
+    current: Mutex<Option<Current>>,
+    /// Stems whose ffmpeg has not exited yet: the current one and any still finishing.
+    open: Mutex<Vec<String>>,
+    /// Fires when a segment starts or finishes.
+    changed: Event,
+}
+
+/// The segment being written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Current {
+    /// File stem, e.g. `20261124-134400`.
+    pub stem: String,
+    /// Arrival time of its first frame.
+    pub started: SystemTime,
+}
+
+/// One segment as the replays API describes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Segment {
+    /// `<stem>.mp4`
+    pub filename: String,
+    /// `/recordings/<filename>`
+    pub url: String,
+    /// `/thumbnails/<stem>.jpg`
+    #[serde(rename = "thumbnailUrl")]
+    pub thumbnail_url: String,
+    /// Start time, RFC 3339 with the local offset.
+    pub start: String,
+    /// Seconds recorded (for the segment being written: so far).
+    pub duration: f64,
+    /// File size.
+    pub bytes: u64,
+    /// Whether the recorder is still writing it.
+    pub in_progress: bool,
+    /// Whether its poster exists yet.
+    pub has_thumbnail: bool,
+    /// Stem of the file, for matching thumbnails.
+    #[serde(skip)]
+    pub stem: String,
+}
+
+impl Recordings {
+    /// The directories under `storage_dir`.
+    pub fn new(storage_dir: &Path) -> Self {
+        Recordings {
+            recordings: storage_dir.join("recordings"),
+            thumbnails: storage_dir.join("thumbnails"),
+            current: Mutex::new(None),
+            open: Mutex::new(Vec::new()),
+            changed: Event::new(),
+        }
+    }
+
+    /// `<storage>/recordings`
+    pub fn recordings_dir(&self) -> &Path {
+        &self.recordings
+    }
+
+    /// `<storage>/thumbnails`
+    pub fn thumbnails_dir(&self) -> &Path {
+        &self.thumbnails
+    }
+
+    /// A free stem for a segment starting at `at`.
+    pub fn new_stem(&self, at: SystemTime) -> String {
+        let base = DateTime::<Local>::from(at).format("%Y%m%d-%H%M%S").to_string();
+        let taken = |stem: &str| self.recordings.join(format!("{stem}.mp4")).exists();
+        if !taken(&base) {
+            return base;
+        }
+        (1..1000)
+            .map(|n| format!("{base}-{n}"))
+            .find(|s| !taken(s))
+            .unwrap_or(base)
+    }
+
+    /// Records which segment is being written (`None`: none). A new one stays "in
+    /// progress" until [`Recordings::finished`] is called for it.
+    pub fn set_current(&self, current: Option<Current>) {
+        if let Some(c) = &current {
+            self.open
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(c.stem.clone());
+        }
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = current;
+        self.changed.notify(usize::MAX);
+    }
+
+    /// Announces that a segment's ffmpeg has exited: the file is complete.
+    pub fn finished(&self, stem: &str) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|s| s != stem);
+        self.changed.notify(usize::MAX);
+    }
+
+    /// Whether `stem` is still being written (or finished) by an ffmpeg.
+    pub fn is_open(&self, stem: &str) -> bool {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|s| s == stem)
+    }
+
+    /// The segment being written.
+    pub fn current(&self) -> Option<Current> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Resolves at the next segment start or finish. Create the future before checking
+    /// state to not miss a change.
+    pub fn changed(&self) -> event_listener::EventListener {
+        self.changed.listen()
+    }
+
+    /// Every segment on disk, newest first.
+    pub fn list(&self) -> Vec<Segment> {
+        let Ok(entries) = std::fs::read_dir(&self.recordings) else {
+            return Vec::new();
+        };
+        let mut segments: Vec<Segment> = entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                let stem = segment_stem(&name)?.to_owned();
+                let meta = entry.metadata().ok()?;
+                let start = stem_time(&stem)?;
+                let in_progress = self.is_open(&stem);
+                let end = if in_progress {
+                    SystemTime::now()
+                } else {
+                    meta.modified().ok()?
+                };
+                let duration = end.duration_since(start).unwrap_or(Duration::ZERO).as_secs_f64();
+                Some(Segment {
+                    url: format!("/recordings/{name}"),
+                    thumbnail_url: format!("/thumbnails/{stem}.jpg"),
+                    start: DateTime::<Local>::from(start).to_rfc3339(),
+                    duration: (duration * 10.0).round() / 10.0,
+                    bytes: meta.len(),
+                    in_progress,
+                    has_thumbnail: self.thumbnails.join(format!("{stem}.jpg")).exists(),
+                    filename: name,
+                    stem,
+                })
+            })
+            .collect();
+        segments.sort_by(|a, b| b.stem.cmp(&a.stem));
+        segments
+    }
+
+    /// The thumbnails belonging to `stem` (poster and in-segment ones).
+    pub fn thumbnails_of(&self, stem: &str) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(&self.thumbnails) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| thumbnail_stem(name) == Some(stem))
+            .map(|name| self.thumbnails.join(name))
+            .collect()
+    }
+}
+
+/// The stem of a valid segment file name (`YYYYMMDD-HHMMSS[-N].mp4`), or `None`.
+pub fn segment_stem(name: &str) -> Option<&str> {
+    let stem = name.strip_suffix(".mp4")?;
+    valid_stem(stem).then_some(stem)
+}
+
+/// The segment stem of a valid thumbnail name (`<stem>.jpg` or `<stem>-t<seconds>.jpg`).
+pub fn thumbnail_stem(name: &str) -> Option<&str> {
+    let base = name.strip_suffix(".jpg")?;
+    if valid_stem(base) {
+        return Some(base);
+    }
+    let (stem, secs) = base.rsplit_once("-t")?;
+    (valid_stem(stem) && !secs.is_empty() && secs.len() <= 6 && secs.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(stem)
+}
+
+fn valid_stem(stem: &str) -> bool {
+    let b = stem.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    if b.len() < 15 || !digits(0..8) || b[8] != b'-' || !digits(9..15) {
+        return false;
+    }
+    match &b[15..] {
+        [] => true,
+        [b'-', rest @ ..] => (1..=3).contains(&rest.len()) && rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
+}
+
+/// The local start time a stem names.
+fn stem_time(stem: &str) -> Option<SystemTime> {
+    let naive = NaiveDateTime::parse_from_str(stem.get(..15)?, "%Y%m%d-%H%M%S").ok()?;
+    Local.from_local_datetime(&naive).earliest().map(SystemTime::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_exactly() {
+        assert_eq!(segment_stem("20261124-134400.mp4"), Some("20261124-134400"));
+        assert_eq!(segment_stem("20261124-134400-2.mp4"), Some("20261124-134400-2"));
+        for bad in [
+            "../state.ron",
+            "20261124-134400.mp4/..",
+            "/etc/passwd",
+            "20261124-13440.mp4",
+            "20261124_134400.mp4",
+            "20261124-134400-.mp4",
+            "20261124-134400-1234.mp4",
+            "2026112a-134400.mp4",
+            "20261124-134400.MP4",
+            "%2e%2e",
+            "",
+        ] {
+            assert_eq!(segment_stem(bad), None, "{bad}");
+        }
+        assert_eq!(thumbnail_stem("20261124-134400.jpg"), Some("20261124-134400"));
+        assert_eq!(
+            thumbnail_stem("20261124-134400-1-t60.jpg"),
+            Some("20261124-134400-1")
+        );
+        assert_eq!(thumbnail_stem("20261124-134400-t.jpg"), None);
+        assert_eq!(thumbnail_stem("../20261124-134400.jpg"), None);
+    }
+
+    #[test]
+    fn stems_are_unique_and_sorted_by_time() {
+        let dir = tempfile::tempdir().expect("dir");
+        let recordings = Recordings::new(dir.path());
+        std::fs::create_dir_all(recordings.recordings_dir()).expect("mkdir");
+        let at = SystemTime::now();
+        let first = recordings.new_stem(at);
+        std::fs::write(recordings.recordings_dir().join(format!("{first}.mp4")), b"x").expect("write");
+        let second = recordings.new_stem(at);
+        assert_eq!(second, format!("{first}-1"));
+        assert!(second > first);
+        assert!(stem_time(&second).is_some());
+    }
+}

@@ -1,0 +1,153 @@
+//! The replays API: the list of segments, the MP4 files with single-range `Range` support
+//! (browsers seek with it), and the thumbnails. Names are checked against the exact naming
+//! patterns before the filesystem is touched.
+
+use std::io::SeekFrom;
+
+use futures_lite::{AsyncReadExt, AsyncSeekExt};
+use serde_json::json;
+use tide::{Body, Request, Response, StatusCode};
+
+use crate::http::{AppState, json_response};
+use crate::recordings::{segment_stem, thumbnail_stem};
+
+/// Registers the replay routes.
+pub fn routes(app: &mut tide::Server<AppState>) {
+    app.at("/api/replays").get(list);
+    app.at("/recordings/:name").get(recording);
+    app.at("/thumbnails/:name").get(thumbnail);
+}
+
+async fn list(req: Request<AppState>) -> tide::Result {
+    let recordings = req.state().recordings.clone();
+    let segments = smol::unblock(move || recordings.list()).await;
+    json_response(StatusCode::Ok, &serde_json::to_value(segments)?)
+}
+
+fn bad_name() -> tide::Result {
+    json_response(StatusCode::BadRequest, &json!({ "error": "Invalid file name" }))
+}
+
+fn not_found() -> tide::Result {
+    json_response(StatusCode::NotFound, &json!({ "error": "Not found" }))
+}
+
+async fn recording(req: Request<AppState>) -> tide::Result {
+    let name = req.param("name").unwrap_or_default();
+    if segment_stem(name).is_none() {
+        return bad_name();
+    }
+    let path = req.state().recordings.recordings_dir().join(name);
+    let Ok(mut file) = smol::fs::File::open(&path).await else {
+        return not_found();
+    };
+    let len = file.metadata().await?.len();
+    let range = req.header("Range").map(|h| h.last().as_str().to_owned());
+    let (status, start, count) = match range.as_deref().map(|r| parse_range(r, len)) {
+        None | Some(Range::Ignore) => (StatusCode::Ok, 0, len),
+        Some(Range::Bytes(start, end)) => (StatusCode::PartialContent, start, end - start + 1),
+        Some(Range::Unsatisfiable) => {
+            let mut res = Response::new(StatusCode::RequestedRangeNotSatisfiable);
+            res.insert_header("Content-Range", format!("bytes */{len}"));
+            res.insert_header("Accept-Ranges", "bytes");
+            return Ok(res);
+        }
+    };
+    file.seek(SeekFrom::Start(start)).await?;
+    let reader = futures_lite::io::BufReader::new(file.take(count));
+    let mut res = Response::new(status);
+    res.set_body(Body::from_reader(reader, Some(count as usize)));
+    res.insert_header("Content-Type", "video/mp4");
+    res.insert_header("Accept-Ranges", "bytes");
+    if status == StatusCode::PartialContent {
+        res.insert_header(
+            "Content-Range",
+            format!("bytes {start}-{}/{len}", start + count - 1),
+        );
+    }
+    Ok(res)
+}
+
+async fn thumbnail(req: Request<AppState>) -> tide::Result {
+    let name = req.param("name").unwrap_or_default();
+    if thumbnail_stem(name).is_none() {
+        return bad_name();
+    }
+    let path = req.state().recordings.thumbnails_dir().join(name);
+    let Ok(bytes) = smol::fs::read(&path).await else {
+        return not_found();
+    };
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_body(Body::from_bytes(bytes));
+    res.insert_header("Content-Type", "image/jpeg");
+    res.insert_header("Cache-Control", "max-age=3600");
+    Ok(res)
+}
+
+/// What a `Range` header asks of a file of `len` bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum Range {
+    /// Serve the whole file (no usable single byte range).
+    Ignore,
+    /// Inclusive byte range.
+    Bytes(u64, u64),
+    /// 416.
+    Unsatisfiable,
+}
+
+fn parse_range(header: &str, len: u64) -> Range {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return Range::Ignore;
+    };
+    if spec.contains(',') {
+        // Multiple ranges: serving the whole file is allowed and simpler.
+        return Range::Ignore;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Range::Ignore;
+    };
+    let parse = |s: &str| s.trim().parse::<u64>().ok();
+    match (first.trim().is_empty(), parse(first), parse(last)) {
+        // bytes=-N: the last N bytes.
+        (true, _, Some(n)) => {
+            if n == 0 || len == 0 {
+                Range::Unsatisfiable
+            } else {
+                Range::Bytes(len.saturating_sub(n), len - 1)
+            }
+        }
+        (false, Some(start), end) if last.trim().is_empty() || end.is_some() => {
+            if start >= len {
+                return Range::Unsatisfiable;
+            }
+            let end = end.map_or(len - 1, |e| e.min(len - 1));
+            if end < start {
+                Range::Ignore
+            } else {
+                Range::Bytes(start, end)
+            }
+        }
+        _ => Range::Ignore,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-99", 1000), Range::Bytes(0, 99));
+        assert_eq!(parse_range("bytes=900-", 1000), Range::Bytes(900, 999));
+        assert_eq!(parse_range("bytes=900-5000", 1000), Range::Bytes(900, 999));
+        assert_eq!(parse_range("bytes=-100", 1000), Range::Bytes(900, 999));
+        assert_eq!(parse_range("bytes=-5000", 1000), Range::Bytes(0, 999));
+        assert_eq!(parse_range("bytes=1000-", 1000), Range::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 1000), Range::Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-2", 1000), Range::Ignore);
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), Range::Ignore);
+        assert_eq!(parse_range("items=0-1", 1000), Range::Ignore);
+        assert_eq!(parse_range("bytes=x-y", 1000), Range::Ignore);
+        assert_eq!(parse_range("bytes=0-", 0), Range::Unsatisfiable);
+    }
+}

@@ -1,0 +1,425 @@
+//! Continuous mode end to end: the mode switch and its persistence, real ffmpeg segments
+//! checked with ffprobe, thumbnails, retention, the replays API, and crashes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rustix::process::Signal;
+
+fn config(keep: usize) -> String {
+    config_with(keep, 2)
+}
+
+fn config_with(keep: usize, segment_seconds: u64) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+[storage]
+dir = "{{dir}}"
+[source]
+kind = "command"
+command = ["{{fakecam}}", "--fps", "10", "--width", "320", "--height", "240"]
+stop_grace_ms = 300
+[sinks.live]
+type = "websocket"
+[sinks.recorder]
+type = "recorder"
+segment_seconds = {segment_seconds}
+[sinks.thumbnails]
+type = "thumbnailer"
+every_seconds = 1
+[sinks.retention]
+type = "retention"
+keep = {keep}
+"#
+    )
+}
+
+fn post_mode(daemon: &Daemon, body: &str) -> (u16, String) {
+    let request = format!(
+        "POST /settings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, _, body) = http(daemon.port, &request);
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn replays(daemon: &Daemon) -> Vec<serde_json::Value> {
+    let (status, body) = daemon.get("/api/replays");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<serde_json::Value>(&body)
+        .expect("JSON")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn finished(daemon: &Daemon) -> Vec<String> {
+    replays(daemon)
+        .iter()
+        .filter(|s| s["in_progress"] == false)
+        .filter_map(|s| s["filename"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn recordings_dir(daemon: &Daemon) -> PathBuf {
+    daemon.dir.path().join("recordings")
+}
+
+fn ffprobe_duration(path: &Path) -> f64 {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe must be installed (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "ffprobe failed on {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no duration for {}", path.display()))
+}
+
+/// Decodes every frame; returns (frames decoded, ffmpeg's error output).
+fn decode(path: &Path) -> (u64, String) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg");
+    let errors = String::from_utf8_lossy(&out.stderr).into_owned();
+    let count = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    let frames = String::from_utf8_lossy(&count.stdout).trim().parse().unwrap_or(0);
+    (frames, errors)
+}
+
+fn switch(daemon: &Daemon, mode: &str) {
+    let (status, body) = post_mode(daemon, &format!(r#"{{"mode":"{mode}"}}"#));
+    assert_eq!(status, 200, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(reply, serde_json::json!({ "status": "updated", "mode": mode }));
+}
+
+#[test]
+fn continuous_mode_records_valid_segments_with_thumbnails_and_retention() {
+    let daemon = Daemon::start(&config(3));
+    assert_eq!(daemon.get("/settings"), (200, r#"{"mode":"on-demand"}"#.into()));
+    switch(&daemon, "continuous");
+    assert_eq!(daemon.get("/settings").1, r#"{"mode":"continuous"}"#);
+
+    // Enough segments for retention to have had work to do.
+    let started = Instant::now();
+    daemon.wait_for("5 segments to have been written", Duration::from_secs(30), |d| {
+        d.log_text().matches("segment finished").count() >= 5
+    });
+    let names = finished(&daemon);
+    daemon.wait_for(
+        "the newest segment listed first, in progress",
+        Duration::from_secs(5),
+        |d| replays(d).first().is_some_and(|s| s["in_progress"] == true),
+    );
+    let recording = replays(&daemon);
+    let mut listed: Vec<&str> = recording.iter().filter_map(|s| s["filename"].as_str()).collect();
+    let mut sorted = listed.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(listed, sorted, "newest first");
+    listed.clear();
+
+    // Retention: exactly the newest 3 finished ones remain (plus the one being written).
+    daemon.wait_for(
+        "retention to leave 3 finished segments",
+        Duration::from_secs(10),
+        |d| finished(d).len() == 3,
+    );
+    let names_now = finished(&daemon);
+    assert!(names_now.iter().all(|n| names.contains(n) || n > &names[0]));
+
+    for name in &names_now {
+        let path = recordings_dir(&daemon).join(name);
+        let (frames, errors) = decode(&path);
+        assert!(errors.is_empty(), "{name} does not decode cleanly: {errors}");
+        assert!(frames >= 15, "{name}: only {frames} frames");
+        let stem = name.trim_end_matches(".mp4");
+        let (status, _, body) = http(
+            daemon.port,
+            &format!("GET /thumbnails/{stem}.jpg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(status, 200, "poster of {stem}");
+        assert_eq!(&body[..2], &[0xFF, 0xD8]);
+        assert_eq!(
+            jpeg_size(&body),
+            Some((320, 240)),
+            "thumbnails are at most 320 wide"
+        );
+    }
+    // Thumbnails of deleted segments are gone too.
+    let thumbs: Vec<String> = std::fs::read_dir(daemon.dir.path().join("thumbnails"))
+        .expect("thumbnails dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    let current = replays(&daemon)[0]["filename"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_end_matches(".mp4")
+        .to_owned();
+    for thumb in &thumbs {
+        let stem = &thumb[..15];
+        assert!(
+            names_now.iter().any(|n| n.starts_with(stem))
+                || current.starts_with(stem)
+                || thumb.starts_with(&current[..13]),
+            "orphan thumbnail {thumb}; segments {names_now:?}"
+        );
+    }
+    assert!(
+        thumbs.iter().any(|t| t.contains("-t")),
+        "in-segment thumbnails are written: {thumbs:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(40));
+}
+
+#[test]
+fn segment_durations_match_wall_time() {
+    const SECONDS: f64 = 4.0;
+    let daemon = Daemon::start(&config_with(10, SECONDS as u64));
+    switch(&daemon, "continuous");
+    daemon.wait_for("2 finished segments", Duration::from_secs(20), |d| {
+        finished(d).len() >= 2
+    });
+    for name in finished(&daemon) {
+        let duration = ffprobe_duration(&recordings_dir(&daemon).join(&name));
+        assert!(
+            (duration - SECONDS).abs() <= SECONDS * 0.1,
+            "{name}: {duration} s, expected {SECONDS} s"
+        );
+    }
+}
+
+#[test]
+fn settings_rejects_bad_input_like_the_original() {
+    let daemon = Daemon::start(&config(3));
+    assert_eq!(
+        post_mode(&daemon, r#"{"mode":"sometimes"}"#),
+        (400, r#"{"error":"Invalid mode"}"#.into())
+    );
+    assert_eq!(
+        post_mode(&daemon, r#"{"mode":"#),
+        (400, r#"{"error":"Invalid JSON"}"#.into())
+    );
+    assert_eq!(
+        post_mode(&daemon, r#"{}"#),
+        (400, r#"{"error":"Invalid mode"}"#.into())
+    );
+    assert_eq!(
+        post_mode(&daemon, &format!(r#"{{"mode":"{}"}}"#, "x".repeat(10_000))).0,
+        413
+    );
+    assert_eq!(daemon.get("/settings").1, r#"{"mode":"on-demand"}"#);
+}
+
+#[test]
+fn the_mode_survives_a_restart_and_sigterm_completes_the_segment() {
+    let mut daemon = Daemon::start(&config(10));
+    switch(&daemon, "continuous");
+    daemon.wait_for("a segment to be in progress", Duration::from_secs(10), |d| {
+        replays(d)
+            .first()
+            .is_some_and(|s| s["in_progress"] == true && s["bytes"].as_u64() > Some(0))
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    daemon.signal(Signal::TERM);
+    let status = daemon
+        .wait_exit(Duration::from_secs(20))
+        .expect("exit after SIGTERM");
+    assert!(status.success());
+    // Every file, including the one cut by SIGTERM, is complete.
+    for entry in std::fs::read_dir(recordings_dir(&daemon)).expect("recordings") {
+        let path = entry.expect("entry").path();
+        let (frames, errors) = decode(&path);
+        assert!(
+            errors.is_empty() && frames > 0,
+            "{}: {frames} frames, {errors}",
+            path.display()
+        );
+    }
+    let state = std::fs::read_to_string(daemon.dir.path().join("state.ron")).expect("state.ron");
+    assert!(state.contains("continuous"), "{state}");
+
+    // Same storage, new process: still continuous, and recording again without anyone asking.
+    let dir = tempfile::TempDir::new().expect("dir");
+    let old = std::mem::replace(&mut daemon.dir, dir);
+    drop(daemon);
+    let again = Daemon::start_in(old, &config(10));
+    assert_eq!(again.get("/settings").1, r#"{"mode":"continuous"}"#);
+    again.wait_for(
+        "recording to resume after restart",
+        Duration::from_secs(10),
+        |d| d.health()["recording"].is_string(),
+    );
+}
+
+#[test]
+fn a_segment_cut_by_kill_9_still_decodes_up_to_its_last_fragment() {
+    let daemon = Daemon::start(&config_with(10, 30));
+    switch(&daemon, "continuous");
+    daemon.wait_for("a segment with data", Duration::from_secs(10), |d| {
+        replays(d)
+            .first()
+            .is_some_and(|s| s["in_progress"] == true && s["bytes"].as_u64() > Some(2000))
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let name = replays(&daemon)[0]["filename"].as_str().expect("name").to_owned();
+    // A power cut: the daemon and its ffmpeg die at the same instant.
+    let children = children_of(daemon.pid());
+    daemon.signal(Signal::KILL);
+    for child in children {
+        let _ =
+            rustix::process::kill_process(rustix::process::Pid::from_raw(child).expect("pid"), Signal::KILL);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (frames, _) = decode(&recordings_dir(&daemon).join(&name));
+    assert!(frames >= 5, "{name}: only {frames} frames survived");
+}
+
+fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    }
+    out
+}
+
+#[test]
+fn switching_to_continuous_keeps_the_camera_and_the_viewer_sees_no_gap() {
+    let daemon = Daemon::start(&config(10));
+    let mut viewer = daemon.viewer("/");
+    viewer.send("start");
+    let mut last = frame_seq(&viewer.frame());
+    let pid = daemon.source_pid().expect("camera");
+    switch(&daemon, "continuous");
+    for _ in 0..20 {
+        let seq = frame_seq(&viewer.frame());
+        assert_eq!(seq, last + 1, "a gap in the live view across the switch");
+        last = seq;
+    }
+    assert_eq!(
+        daemon.source_pid(),
+        Some(pid),
+        "the camera was restarted by the switch"
+    );
+    // And back: the segment is finished, the camera keeps running for the viewer.
+    switch(&daemon, "on-demand");
+    daemon.wait_for("recording to stop", Duration::from_secs(10), |d| {
+        d.health()["recording"].is_null()
+    });
+    assert_eq!(daemon.source_pid(), Some(pid));
+    drop(viewer);
+    daemon.wait_for(
+        "the camera to stop with nobody watching",
+        Duration::from_secs(5),
+        |d| d.source_pid().is_none(),
+    );
+}
+
+#[test]
+fn range_requests_and_hostile_names() {
+    let daemon = Daemon::start(&config(10));
+    switch(&daemon, "continuous");
+    daemon.wait_for("a finished segment", Duration::from_secs(15), |d| {
+        !finished(d).is_empty()
+    });
+    let name = finished(&daemon)[0].clone();
+    let bytes = std::fs::read(recordings_dir(&daemon).join(&name)).expect("segment");
+    let len = bytes.len();
+    let get = |extra: &str, path: &str| {
+        http(
+            daemon.port,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"),
+        )
+    };
+    let header = |headers: &[(String, String)], name: &str| {
+        headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    };
+    let url = format!("/recordings/{name}");
+
+    let (status, headers, body) = get("", &url);
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "accept-ranges").as_deref(), Some("bytes"));
+    assert_eq!(body, bytes);
+
+    let (status, headers, body) = get("Range: bytes=10-99\r\n", &url);
+    assert_eq!(status, 206);
+    assert_eq!(
+        header(&headers, "content-range"),
+        Some(format!("bytes 10-99/{len}"))
+    );
+    assert_eq!(body, &bytes[10..100]);
+
+    let (status, _, body) = get("Range: bytes=-100\r\n", &url);
+    assert_eq!((status, body.as_slice()), (206, &bytes[len - 100..]));
+
+    let (status, headers, _) = get(&format!("Range: bytes={len}-\r\n"), &url);
+    assert_eq!(status, 416);
+    assert_eq!(header(&headers, "content-range"), Some(format!("bytes */{len}")));
+
+    for path in [
+        "/recordings/../state.ron",
+        "/recordings/%2e%2e%2fstate.ron",
+        "/recordings/%2e%2e",
+        "/recordings/..%2fstate.ron",
+        "/recordings//etc/passwd",
+        "/recordings/%2fetc%2fpasswd",
+        "/recordings/state.ron",
+        "/recordings/20200101-000000.mp4",
+        "/thumbnails/../config.toml",
+        "/thumbnails/%2e%2e%2fconfig.toml",
+        "/thumbnails/20200101-000000.jpg",
+    ] {
+        let (status, _, body) = get("", path);
+        assert!(
+            status == 400 || status == 404,
+            "{path}: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(
+            !String::from_utf8_lossy(&body).contains("mode"),
+            "{path} leaked a file"
+        );
+    }
+}
