@@ -58,11 +58,6 @@ pub fn known_types() -> Vec<&'static str> {
     FACTORIES.iter().map(|(name, _)| *name).collect()
 }
 
-/// The sink used when the config has no `[sinks]` at all.
-pub fn default_websocket() -> Box<dyn SinkConfig> {
-    Box::new(websocket::Config::default())
-}
-
 /// Something two sinks cannot share; clashes are config errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resource {

@@ -422,19 +422,32 @@ impl Config {
 
 type Report<'a> = dyn FnMut(Option<std::ops::Range<usize>>, String) + 'a;
 
-/// With no `[sinks]` at all, viewers still need a way in.
+/// With no `[sinks]` at all: the set DESIGN.md describes (live view, recorder, thumbnails,
+/// retention), each with its defaults.
 fn default_sinks() -> Vec<(SinkEntry, std::ops::Range<usize>)> {
-    let config = sinks::default_websocket();
-    let modes = config.default_modes().to_vec();
-    vec![(
-        SinkEntry {
-            name: "live".into(),
-            kind: "websocket".into(),
-            modes,
-            config,
-        },
-        0..0,
-    )]
+    [
+        ("live", "websocket"),
+        ("recorder", "recorder"),
+        ("thumbnails", "thumbnailer"),
+        ("retention", "retention"),
+    ]
+    .into_iter()
+    .filter_map(|(name, kind)| {
+        let factory = sinks::factory(kind)?;
+        let empty = DeValue::Table(DeTable::default());
+        let config = factory(ValueDeserializer::from(Spanned::new(0..0, empty))).ok()?;
+        let modes = config.default_modes().to_vec();
+        Some((
+            SinkEntry {
+                name: name.into(),
+                kind: kind.into(),
+                modes,
+                config,
+            },
+            0..0,
+        ))
+    })
+    .collect()
 }
 
 fn parse_sinks(

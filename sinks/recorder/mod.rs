@@ -3,9 +3,10 @@
 //! The daemon, not ffmpeg, decides segment boundaries: when a frame arrives past the
 //! segment's length, the next ffmpeg is started and gets that frame, then the previous one's
 //! stdin is closed, so no frame falls between two segments and the daemon always knows
-//! which file is being written. Timestamps are the frames' arrival times
-//! (`-use_wallclock_as_timestamps`), so a camera delivering 14.2 fps instead of 15 still
-//! gives true durations. Fragmented MP4 means a power cut loses at most the last fragment.
+//! which file is being written. Frames reach ffmpeg in a minimal Matroska stream stamped
+//! with their arrival times (see `mkv.rs`), so a camera delivering 14.2 fps instead of 15
+//! still gives true durations. Fragmented MP4 means a power cut loses at most the last
+//! fragment.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ use crate::bus::Policy;
 use crate::mode::Mode;
 use crate::recordings::{Current, Recordings};
 use crate::shutdown::Signal;
+
+mod mkv;
 
 /// `type = "recorder"`
 #[derive(Debug, Clone, Deserialize)]
@@ -155,7 +158,7 @@ impl Recorder {
                 }
             }
             let Some(current) = segment.as_mut() else { continue };
-            if let Err(error) = current.write(&frame.jpeg).await {
+            if let Err(error) = current.write(&frame.jpeg, frame.at).await {
                 let Some(dead) = segment.take() else { continue };
                 let lived = dead.opened.elapsed();
                 let stem = dead.stem.clone();
@@ -202,6 +205,7 @@ struct Segment {
     opened: Instant,
     child: Child,
     stdin: Option<ChildStdin>,
+    muxer: mkv::Muxer,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     stderr_task: Option<smol::Task<()>>,
 }
@@ -246,14 +250,16 @@ impl Segment {
             opened: Instant::now(),
             child,
             stdin,
+            muxer: mkv::Muxer::new(),
             stderr_tail,
             stderr_task,
         })
     }
 
-    async fn write(&mut self, jpeg: &[u8]) -> std::io::Result<()> {
+    async fn write(&mut self, jpeg: &[u8], at: SystemTime) -> std::io::Result<()> {
+        let bytes = self.muxer.frame(jpeg, at);
         match self.stdin.as_mut() {
-            Some(stdin) => stdin.write_all(jpeg).await,
+            Some(stdin) => stdin.write_all(&bytes).await,
             None => Err(std::io::ErrorKind::BrokenPipe.into()),
         }
     }
@@ -308,12 +314,8 @@ impl Segment {
 /// The ffmpeg command line for one segment.
 fn ffmpeg_args(config: &Config, path: &std::path::Path) -> Vec<String> {
     let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-    // No probing and no input buffering: ffmpeg must read each frame as it arrives, since
-    // its read time becomes the frame's timestamp.
-    let mut args = words(
-        "-hide_banner -loglevel error -probesize 32 -analyzeduration 0 -fflags +nobuffer \
-         -f mjpeg -use_wallclock_as_timestamps 1 -i pipe:0 -an -fps_mode passthrough",
-    );
+    // The input carries each frame's arrival time; keep those timestamps as they are.
+    let mut args = words("-hide_banner -loglevel error -f matroska -i pipe:0 -an -fps_mode passthrough");
     // A keyframe every 2 s, so fragments (and what a power cut can lose) stay short;
     // zerolatency keeps x264 from holding frames back.
     args.extend(words(match config.codec {
@@ -339,7 +341,7 @@ mod tests {
         let config: Config = toml::from_str("").expect("defaults");
         assert_eq!((config.segment_seconds, config.codec), (300, Codec::Libx264));
         let args = ffmpeg_args(&config, std::path::Path::new("/r/x.mp4")).join(" ");
-        assert!(args.contains("-use_wallclock_as_timestamps 1 -i pipe:0"));
+        assert!(args.contains("-f matroska -i pipe:0"));
         assert!(args.contains("+frag_keyframe+empty_moov+default_base_moof"));
         assert!(args.ends_with("-f mp4 /r/x.mp4"));
         let pi: Config = toml::from_str("codec = \"h264_v4l2m2m\"").expect("pi codec");
