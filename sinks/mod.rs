@@ -8,7 +8,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use dyn_clone::DynClone;
 use serde::de::DeserializeOwned;
@@ -106,10 +106,25 @@ pub struct SinkContext {
     pub storage_dir: PathBuf,
     /// The recordings on disk and the segment being written.
     pub recordings: Arc<Recordings>,
+    /// Live viewers connected to any sink, for the dashboard.
+    pub viewers: Arc<AtomicUsize>,
     enabled: Arc<AtomicBool>,
 }
 
 impl SinkContext {
+    /// What every sink shares; [`Sinks::build`] fills in each sink's name.
+    pub fn new(bus: Bus, shutdown: Signal, storage_dir: PathBuf, recordings: Arc<Recordings>) -> Self {
+        SinkContext {
+            name: String::new(),
+            bus,
+            shutdown,
+            storage_dir,
+            recordings,
+            viewers: Arc::new(AtomicUsize::new(0)),
+            enabled: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// Whether the current mode enables this sink.
     pub fn is_enabled(&self) -> bool {
         self.enabled.load(Ordering::SeqCst)
@@ -144,23 +159,14 @@ struct Running {
 
 impl Sinks {
     /// Builds every configured sink; none is enabled until [`Sinks::apply`].
-    pub fn build(
-        entries: &[SinkEntry],
-        bus: &Bus,
-        shutdown: &Signal,
-        storage_dir: &std::path::Path,
-        recordings: &Arc<Recordings>,
-    ) -> Result<Sinks, String> {
+    pub fn build(entries: &[SinkEntry], shared: &SinkContext) -> Result<Sinks, String> {
         let mut sinks = Vec::new();
         for entry in entries {
             let enabled = Arc::new(AtomicBool::new(false));
             let ctx = SinkContext {
                 name: entry.name.clone(),
-                bus: bus.clone(),
-                shutdown: shutdown.clone(),
-                storage_dir: storage_dir.to_owned(),
-                recordings: recordings.clone(),
                 enabled: enabled.clone(),
+                ..shared.clone()
             };
             let sink = entry
                 .config

@@ -150,6 +150,7 @@ fn delete(recordings: &Recordings, stem: &str, filename: &str) -> bool {
         warn!(segment = %stem, %error, "cannot delete segment");
         return false;
     }
+    recordings.forget(stem);
     for thumb in recordings.thumbnails_of(stem) {
         if let Err(error) = std::fs::remove_file(&thumb) {
             warn!(thumbnail = %thumb.display(), %error, "cannot delete thumbnail");
@@ -160,8 +161,7 @@ fn delete(recordings: &Recordings, stem: &str, filename: &str) -> bool {
 
 /// Bytes available to unprivileged users on the filesystem holding `dir`.
 pub fn free_bytes(dir: &Path) -> Option<u64> {
-    let stat = rustix::fs::statvfs(dir).ok()?;
-    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+    crate::recordings::disk_space(dir).map(|(free, _)| free)
 }
 
 #[cfg(test)]

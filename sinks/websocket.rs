@@ -100,6 +100,7 @@ enum Event {
 
 impl WebSocketSink {
     async fn serve(&self, ws: WsStream, peer: SocketAddr) {
+        self.ctx.viewers.fetch_add(1, Ordering::Relaxed);
         let viewers = self.viewers.fetch_add(1, Ordering::Relaxed) + 1;
         info!(viewers, "viewer connected");
         let (mut tx, mut rx) = ws.split();
@@ -167,6 +168,7 @@ impl WebSocketSink {
             None
         })
         .await;
+        self.ctx.viewers.fetch_sub(1, Ordering::Relaxed);
         let viewers = self.viewers.fetch_sub(1, Ordering::Relaxed) - 1;
         info!(viewers, "viewer left");
         let _ = peer;

@@ -31,6 +31,8 @@ pub struct Config {
     pub mode: ModeConfig,
     /// Where frames come from.
     pub source: SourceConfig,
+    /// The web viewer.
+    pub viewer: ViewerConfig,
     /// The sinks, in name order.
     pub sinks: Vec<SinkEntry>,
 }
@@ -69,6 +71,15 @@ impl Default for StorageConfig {
             dir: PathBuf::from("/var/lib/croissant"),
         }
     }
+}
+
+/// `[viewer]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ViewerConfig {
+    /// The WebSocket URL the viewer page connects to; empty to derive it from the page's
+    /// own address (which also works behind a reverse proxy on a subpath).
+    pub ws_url: String,
 }
 
 /// `[mode]`
@@ -320,6 +331,7 @@ struct CoreConfig {
     storage: StorageConfig,
     mode: ModeConfig,
     source: SourceConfig,
+    viewer: ViewerConfig,
 }
 
 /// A mistake in the configuration, located in its file.
@@ -415,6 +427,7 @@ impl Config {
             storage: core.storage,
             mode: core.mode,
             source: core.source,
+            viewer: core.viewer,
             sinks: sinks.into_iter().map(|(entry, _)| entry).collect(),
         })
     }

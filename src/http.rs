@@ -52,6 +52,8 @@ pub struct AppState {
     pub mode: Arc<ModeSwitch>,
     /// The recordings on disk.
     pub recordings: Arc<Recordings>,
+    /// Live viewers connected right now.
+    pub viewers: Arc<AtomicUsize>,
 }
 
 /// The routes sinks and the core register before the server starts.
@@ -76,15 +78,9 @@ impl Routes {
                 Ok(res)
             }
         }));
-        app.at("/")
-            .get(|_| async { Ok(page(crate::web::INDEX_HTML, "text/html; charset=utf-8")) });
-        app.at("/stream")
-            .get(|_| async { Ok(page(crate::web::STREAM_HTML, "text/html; charset=utf-8")) });
-        app.at("/assets/style.css")
-            .get(|_| async { Ok(page(crate::web::STYLE_CSS, "text/css; charset=utf-8")) });
-        app.at("/assets/stream.js")
-            .get(|_| async { Ok(page(crate::web::STREAM_JS, "text/javascript; charset=utf-8")) });
+        crate::web::routes(&mut app);
         app.at("/health").get(health);
+        app.at("/api/status").get(status);
         app.at("/settings")
             .get(get_settings)
             .post(post_settings)
@@ -106,14 +102,6 @@ impl Routes {
     pub fn http(&mut self) -> &mut tide::Server<AppState> {
         &mut self.app
     }
-}
-
-fn page(body: &'static str, mime: &str) -> Response {
-    let mut res = Response::new(StatusCode::Ok);
-    res.set_body(Body::from_string(body.to_owned()));
-    res.insert_header("Content-Type", mime);
-    res.insert_header("Cache-Control", "no-cache");
-    res
 }
 
 async fn health(req: Request<AppState>) -> tide::Result {
@@ -138,6 +126,7 @@ async fn health(req: Request<AppState>) -> tide::Result {
         "last_frame_age_ms": snap.last_frame_age_ms,
         "fps": snap.fps,
         "subscribers": state.bus.subscribers(),
+        "viewers": state.viewers.load(Ordering::Relaxed),
     });
     let mut res = Response::new(if starved {
         StatusCode::ServiceUnavailable
@@ -147,6 +136,49 @@ async fn health(req: Request<AppState>) -> tide::Result {
     res.set_body(Body::from_json(&body)?);
     res.insert_header("Cache-Control", "no-store");
     Ok(res)
+}
+
+/// `GET /api/status`: everything the dashboard shows.
+async fn status(req: Request<AppState>) -> tide::Result {
+    let state = req.state();
+    let snap = state.status.snapshot();
+    let recordings = state.recordings.clone();
+    let dir = state.config.storage.dir.clone();
+    let (segments, disk) =
+        smol::unblock(move || (recordings.list(), crate::recordings::disk_space(&dir))).await;
+    let current = state.recordings.current();
+    let source = &state.config.source;
+    let body = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime": state.status.started_at().elapsed().as_secs(),
+        "mode": state.mode.current(),
+        "source": {
+            "kind": source.kind_name(),
+            "state": snap.state,
+            "pid": snap.pid,
+            "wanted": state.bus.demand().is_wanted(),
+            "restarts": snap.restarts,
+            "frames": snap.frames,
+            "fps": snap.fps,
+            "width": source.width,
+            "height": source.height,
+            "framerate": source.framerate,
+            "last_frame_age_ms": snap.last_frame_age_ms,
+            "last_error": snap.last_error,
+        },
+        "viewers": state.viewers.load(Ordering::Relaxed),
+        "recording": {
+            "active": current.is_some(),
+            "segment": current.map(|c| c.stem),
+        },
+        "disk": {
+            "free_bytes": disk.map(|(free, _)| free),
+            "total_bytes": disk.map(|(_, total)| total),
+            "recordings_bytes": segments.iter().map(|s| s.bytes).sum::<u64>(),
+            "segments": segments.len(),
+        },
+    });
+    json_response(StatusCode::Ok, &body)
 }
 
 async fn get_settings(req: Request<AppState>) -> tide::Result {

@@ -80,8 +80,14 @@ async fn daemon(config: Config) -> Result<(), Error> {
     let listener = http::bind(addr).map_err(|source| Error::Listen { addr, source })?;
 
     let recordings = Arc::new(recordings::Recordings::new(&config.storage.dir));
-    let sinks = sinks::Sinks::build(&config.sinks, &bus, &shutdown, &config.storage.dir, &recordings)
-        .map_err(Error::Sink)?;
+    let shared = sinks::SinkContext::new(
+        bus.clone(),
+        shutdown.clone(),
+        config.storage.dir.clone(),
+        recordings.clone(),
+    );
+    let viewers = shared.viewers.clone();
+    let sinks = sinks::Sinks::build(&config.sinks, &shared).map_err(Error::Sink)?;
     let state_file = state::StateFile::in_dir(&config.storage.dir);
     let mode = state_file
         .load_or(state::State {
@@ -95,6 +101,7 @@ async fn daemon(config: Config) -> Result<(), Error> {
         status: status.clone(),
         mode: modes.clone(),
         recordings,
+        viewers,
     });
     modes.sinks_routes(&mut routes).await;
     modes.start().await;

@@ -22,6 +22,9 @@ pub struct Recordings {
     current: Mutex<Option<Current>>,
     /// Stems whose ffmpeg has not exited yet: the current one and any still finishing.
     open: Mutex<Vec<String>>,
+    /// Exact lengths of the segments finished by this process; older ones are estimated
+    /// from their file times.
+    lengths: Mutex<std::collections::HashMap<String, Duration>>,
     /// Fires when a segment starts or finishes.
     changed: Event,
 }
@@ -68,6 +71,7 @@ impl Recordings {
             thumbnails: storage_dir.join("thumbnails"),
             current: Mutex::new(None),
             open: Mutex::new(Vec::new()),
+            lengths: Mutex::new(std::collections::HashMap::new()),
             changed: Event::new(),
         }
     }
@@ -108,13 +112,26 @@ impl Recordings {
         self.changed.notify(usize::MAX);
     }
 
-    /// Announces that a segment's ffmpeg has exited: the file is complete.
-    pub fn finished(&self, stem: &str) {
+    /// Announces that a segment's ffmpeg has exited: the file is complete and holds
+    /// `length` of video, if known.
+    pub fn finished(&self, stem: &str, length: Option<Duration>) {
         self.open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|s| s != stem);
+        if let Some(length) = length {
+            let mut lengths = self.lengths.lock().unwrap_or_else(|p| p.into_inner());
+            lengths.insert(stem.to_owned(), length);
+        }
         self.changed.notify(usize::MAX);
+    }
+
+    /// Drops what is remembered about a deleted segment.
+    pub fn forget(&self, stem: &str) {
+        self.lengths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(stem);
     }
 
     /// Whether `stem` is still being written (or finished) by an ffmpeg.
@@ -155,7 +172,15 @@ impl Recordings {
                 } else {
                     meta.modified().ok()?
                 };
-                let duration = end.duration_since(start).unwrap_or(Duration::ZERO).as_secs_f64();
+                let known = self
+                    .lengths
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&stem)
+                    .copied();
+                let duration = known
+                    .unwrap_or_else(|| end.duration_since(start).unwrap_or(Duration::ZERO))
+                    .as_secs_f64();
                 Some(Segment {
                     url: format!("/recordings/{name}"),
                     thumbnail_url: format!("/thumbnails/{stem}.jpg"),
@@ -185,6 +210,17 @@ impl Recordings {
             .map(|name| self.thumbnails.join(name))
             .collect()
     }
+}
+
+/// Free (for unprivileged users) and total bytes of the filesystem holding `path`, or of
+/// its nearest existing parent.
+pub fn disk_space(path: &Path) -> Option<(u64, u64)> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let stat = rustix::fs::statvfs(existing).ok()?;
+    Some((
+        stat.f_bavail.saturating_mul(stat.f_frsize),
+        stat.f_blocks.saturating_mul(stat.f_frsize),
+    ))
 }
 
 /// The stem of a valid segment file name (`YYYYMMDD-HHMMSS[-N].mp4`), or `None`.

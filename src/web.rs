@@ -1,10 +1,70 @@
-//! The pages and assets, embedded so the binary is the whole product.
+//! The pages and assets, embedded so the binary is the whole product. Every URL in them is
+//! relative, so the UI also works behind a reverse proxy on a subpath.
 
-/// `/`: the dashboard.
-pub const INDEX_HTML: &str = include_str!("web/index.html");
-/// `/stream`: the live viewer.
-pub const STREAM_HTML: &str = include_str!("web/stream.html");
-/// Shared styles.
-pub const STYLE_CSS: &str = include_str!("web/style.css");
-/// The viewer's script.
-pub const STREAM_JS: &str = include_str!("web/stream.js");
+use tide::{Body, Request, Response, StatusCode};
+
+use crate::http::AppState;
+
+const INDEX_HTML: &str = include_str!("web/index.html");
+const STREAM_HTML: &str = include_str!("web/stream.html");
+const RECORDINGS_HTML: &str = include_str!("web/recordings.html");
+const STYLE_CSS: &str = include_str!("web/style.css");
+const COMMON_JS: &str = include_str!("web/common.js");
+const DASHBOARD_JS: &str = include_str!("web/dashboard.js");
+const STREAM_JS: &str = include_str!("web/stream.js");
+const RECORDINGS_JS: &str = include_str!("web/recordings.js");
+
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// Registers the pages and their assets.
+pub fn routes(app: &mut tide::Server<AppState>) {
+    app.at("/")
+        .get(|_| async { Ok(asset(INDEX_HTML.to_owned(), HTML)) });
+    app.at("/stream").get(stream_page);
+    app.at("/recordings")
+        .get(|_| async { Ok(asset(RECORDINGS_HTML.to_owned(), HTML)) });
+    app.at("/assets/style.css")
+        .get(|_| async { Ok(asset(STYLE_CSS.to_owned(), "text/css; charset=utf-8")) });
+    app.at("/assets/common.js")
+        .get(|_| async { Ok(asset(COMMON_JS.to_owned(), JS)) });
+    app.at("/assets/dashboard.js")
+        .get(|_| async { Ok(asset(DASHBOARD_JS.to_owned(), JS)) });
+    app.at("/assets/stream.js")
+        .get(|_| async { Ok(asset(STREAM_JS.to_owned(), JS)) });
+    app.at("/assets/recordings.js")
+        .get(|_| async { Ok(asset(RECORDINGS_JS.to_owned(), JS)) });
+}
+
+/// The viewer page, with `[viewer] ws_url` (if set) in a meta tag for the script.
+async fn stream_page(req: Request<AppState>) -> tide::Result {
+    let ws_url = html_attribute(&req.state().config.viewer.ws_url);
+    Ok(asset(STREAM_HTML.replace("{{ws_url}}", &ws_url), HTML))
+}
+
+fn asset(body: String, mime: &str) -> Response {
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_body(Body::from_string(body));
+    res.insert_header("Content-Type", mime);
+    res.insert_header("Cache-Control", "no-cache");
+    res
+}
+
+/// Escapes text for a double-quoted HTML attribute.
+fn html_attribute(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn attributes_are_escaped() {
+        assert_eq!(
+            super::html_attribute(r#"ws://x/"><script>"#),
+            "ws://x/&quot;&gt;&lt;script&gt;"
+        );
+    }
+}

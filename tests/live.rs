@@ -328,3 +328,29 @@ fn pages_and_health_are_served() {
     );
     assert!(headers.contains(&("access-control-allow-origin".into(), "*".into())));
 }
+
+#[test]
+fn the_viewer_url_can_be_overridden_and_status_describes_the_daemon() {
+    let config = fakecam_config(r#""--fps", "5""#, "").replace(
+        "[sinks.live]",
+        "[viewer]\nws_url = \"wss://cam.example/live/ws\"\n\n[sinks.live]",
+    );
+    let daemon = Daemon::start(&config);
+    let (_, page) = daemon.get("/stream");
+    assert!(page.contains(r#"content="wss://cam.example/live/ws""#), "{page}");
+    let (status, body) = daemon.get("/api/status");
+    assert_eq!(status, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(status["mode"], "on-demand");
+    assert_eq!(status["viewers"], 0);
+    assert_eq!(status["source"]["state"], "stopped");
+    assert_eq!(status["recording"]["active"], false);
+    assert!(status["disk"]["free_bytes"].as_u64() > Some(0));
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    let mut viewer = daemon.viewer("/");
+    viewer.send("start");
+    viewer.frame();
+    let status: serde_json::Value = serde_json::from_str(&daemon.get("/api/status").1).expect("JSON");
+    assert_eq!(status["viewers"], 1);
+    assert_eq!(status["source"]["width"], 1280);
+}

@@ -130,9 +130,9 @@ impl Recorder {
                 // The next segment starts below with this frame; this one finishes meanwhile.
                 let recordings = recordings.clone();
                 crate::runtime::spawn(async move {
-                    let stem = old.stem.clone();
+                    let (stem, length) = (old.stem.clone(), old.length());
                     old.finish().await;
-                    recordings.finished(&stem);
+                    recordings.finished(&stem, length);
                 })
                 .detach();
             }
@@ -161,10 +161,10 @@ impl Recorder {
             if let Err(error) = current.write(&frame.jpeg, frame.at).await {
                 let Some(dead) = segment.take() else { continue };
                 let lived = dead.opened.elapsed();
-                let stem = dead.stem.clone();
+                let (stem, length) = (dead.stem.clone(), dead.length());
                 let tail = dead.finish().await;
                 recordings.set_current(None);
-                recordings.finished(&stem);
+                recordings.finished(&stem, length);
                 failures = if lived > Duration::from_secs(30) {
                     1
                 } else {
@@ -184,10 +184,10 @@ impl Recorder {
         }
         if let Some(last) = segment.take() {
             info!(segment = %last.stem, "finishing the segment");
-            let stem = last.stem.clone();
+            let (stem, length) = (last.stem.clone(), last.length());
             recordings.set_current(None);
             last.finish().await;
-            recordings.finished(&stem);
+            recordings.finished(&stem, length);
         }
         recordings.set_current(None);
     }
@@ -206,6 +206,9 @@ struct Segment {
     child: Child,
     stdin: Option<ChildStdin>,
     muxer: mkv::Muxer,
+    /// Arrival times of the last frame written and how many were written.
+    last_at: SystemTime,
+    frames: u64,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     stderr_task: Option<smol::Task<()>>,
 }
@@ -251,6 +254,8 @@ impl Segment {
             child,
             stdin,
             muxer: mkv::Muxer::new(),
+            last_at: at,
+            frames: 0,
             stderr_tail,
             stderr_task,
         })
@@ -258,9 +263,22 @@ impl Segment {
 
     async fn write(&mut self, jpeg: &[u8], at: SystemTime) -> std::io::Result<()> {
         let bytes = self.muxer.frame(jpeg, at);
+        self.last_at = at;
+        self.frames += 1;
         match self.stdin.as_mut() {
             Some(stdin) => stdin.write_all(&bytes).await,
             None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
+    /// The recorded length: first to last frame, plus one average frame interval for the
+    /// last frame's own duration.
+    fn length(&self) -> Option<Duration> {
+        let span = self.last_at.duration_since(self.started).ok()?;
+        match self.frames {
+            0 => None,
+            1 => Some(span),
+            n => Some(span + span / (n as u32 - 1)),
         }
     }
 

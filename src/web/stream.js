@@ -9,8 +9,11 @@
   const toggle = document.getElementById('toggle');
   const stateText = document.getElementById('state');
 
-  // Every URL is relative to the page, so a reverse proxy on a subpath just works.
+  // `[viewer] ws_url` wins; otherwise the URL is relative to the page, so a reverse proxy
+  // on another port or a subpath just works.
+  const configured = document.querySelector('meta[name="croissant-ws-url"]').content.trim();
   const wsUrl = () => {
+    if (configured && !configured.includes('{{')) return configured;
     const url = new URL('ws', location.href);
     url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
     return url.href;
@@ -24,9 +27,14 @@
   let decoding = false;
   let lastFrameAt = 0;
   let drawn = [];
-  window.croissant = { frames: 0 };
+  let everOpened = false;
+  let stalledSince = 0;
+  window.croissant = { frames: 0, reconnects: 0, fps: 0 };
 
-  function setState(text) { stateText.textContent = text; }
+  function setState(text) {
+    stateText.textContent = text;
+    stateText.className = 'pill ' + (text === 'Live' ? 'ok' : text === 'Camera down' || text.startsWith('Disconnected') ? 'bad' : '');
+  }
 
   function connect() {
     clearTimeout(retryTimer);
@@ -35,7 +43,10 @@
     socket.binaryType = 'blob';
     ws = socket;
     socket.onopen = () => {
+      if (everOpened) window.croissant.reconnects++;
+      everOpened = true;
       retryMs = 500;
+      window.croissant.openedAt = performance.now();
       setState('Waiting for the camera…');
       message.textContent = 'Starting the camera…';
       socket.send('start');
@@ -119,9 +130,27 @@
     window.croissant.fps = fps;
     const age = lastFrameAt ? Math.round(now - lastFrameAt) : null;
     overlay.textContent = `${fps.toFixed(1)} fps` + (age !== null ? ` · ${age} ms` : '');
-    if (ws && ws.readyState === WebSocket.OPEN && lastFrameAt && now - lastFrameAt > 5000) {
-      message.textContent = 'No picture from the camera. It is being restarted…';
-      setState('Camera down');
+    const quiet = ws && ws.readyState === WebSocket.OPEN && now - Math.max(lastFrameAt, openedAt()) > 5000;
+    if (quiet && !stalledSince) {
+      stalledSince = now;
+      explainStall();
+    } else if (!quiet) {
+      stalledSince = 0;
     }
   }, 500);
+
+  function openedAt() { return window.croissant.openedAt || 0; }
+
+  // Ask the daemon why no frames come, and say it plainly.
+  async function explainStall() {
+    setState('Camera down');
+    let text = 'No picture from the camera. Waiting for it to come back…';
+    try {
+      const res = await fetch('api/status', { cache: 'no-store' });
+      const s = await res.json();
+      if (s.source.state === 'backoff') text = `The camera stopped (${s.source.last_error || 'no reason given'}). Restarting it…`;
+      else if (s.source.state === 'starting') text = 'The camera is starting…';
+    } catch (e) { /* the message above stands */ }
+    if (stalledSince) message.textContent = text;
+  }
 })();

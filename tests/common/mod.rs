@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use tungstenite::{Message, WebSocket};
 
+pub mod cdp;
+
 pub const CROISSANT: &str = env!("CARGO_BIN_EXE_croissant");
 pub const FAKECAM: &str = env!("CARGO_BIN_EXE_fakecam");
 
@@ -36,14 +38,23 @@ impl Daemon {
     }
 
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Daemon {
-        let port = free_port();
+        Self::start_on(dir, config, free_port())
+    }
+
+    /// Starts on a given port, e.g. to restart a daemon where clients expect it.
+    pub fn start_on(dir: tempfile::TempDir, config: &str, port: u16) -> Daemon {
         let text = config
             .replace("{port}", &port.to_string())
             .replace("{dir}", &dir.path().display().to_string())
             .replace("{fakecam}", FAKECAM);
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, text).expect("write config");
-        let log = dir.path().join("daemon.log");
+        let log = dir.path().join(format!(
+            "daemon-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
         let child = Command::new(CROISSANT)
             .arg("--config")
             .arg(&config_path)

@@ -1,0 +1,186 @@
+//! The web UI in real headless Chromium: live view, mode switch, recordings playback,
+//! reconnection after a daemon restart, and screenshots at desktop and phone sizes
+//! (written to target/screenshots/ for people to look at).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::cdp::Browser;
+use common::*;
+use rustix::process::Signal;
+
+const CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:{port}"
+[storage]
+dir = "{dir}"
+[source]
+kind = "test-pattern"
+width = 640
+height = 360
+framerate = 10
+stop_grace_ms = 500
+[sinks.live]
+type = "websocket"
+[sinks.recorder]
+type = "recorder"
+segment_seconds = 2
+[sinks.thumbnails]
+type = "thumbnailer"
+every_seconds = 1
+[sinks.retention]
+type = "retention"
+keep = 10
+"#;
+
+fn shots() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots")
+}
+
+/// Screenshots of the current page at desktop and phone sizes.
+fn both_sizes(browser: &mut Browser, name: &str) {
+    for (size, w, h, mobile) in [("desktop", 1280, 800, false), ("phone", 390, 844, true)] {
+        browser.viewport(w, h, mobile);
+        std::thread::sleep(Duration::from_millis(700));
+        browser.screenshot(&shots().join(format!("{name}-{size}.png")));
+    }
+    browser.viewport(1280, 800, false);
+}
+
+/// A cheap fingerprint of the canvas pixels.
+const CANVAS_HASH: &str = "(() => { const c = document.getElementById('canvas'); \
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
+    let h = 0; for (let i = 0; i < d.length; i += 97) h = (h * 31 + d[i]) >>> 0; return h; })()";
+
+#[test]
+fn the_viewer_works_in_a_real_browser() {
+    let daemon = Daemon::start(CONFIG);
+    let base = format!("http://127.0.0.1:{}", daemon.port);
+    let mut browser = Browser::launch();
+    browser.viewport(1280, 800, false);
+
+    // Live view: START STREAM, the canvas changes, the overlay shows a frame rate.
+    browser.goto(&format!("{base}/stream"));
+    assert_eq!(
+        browser.eval("document.getElementById('toggle').textContent"),
+        "START STREAM"
+    );
+    browser.eval("document.getElementById('toggle').click()");
+    browser.wait_for(
+        "frames on the canvas",
+        Duration::from_secs(10),
+        "window.croissant.frames > 5",
+    );
+    let first = browser.eval(CANVAS_HASH);
+    std::thread::sleep(Duration::from_millis(600));
+    let second = browser.eval(CANVAS_HASH);
+    assert_ne!(first, second, "the canvas should change over time");
+    browser.wait_for(
+        "the fps overlay",
+        Duration::from_secs(5),
+        "window.croissant.fps > 0",
+    );
+    let overlay = browser.eval("document.getElementById('overlay').textContent");
+    let fps: f64 = overlay
+        .as_str()
+        .and_then(|t| t.split(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(fps > 0.0, "overlay: {overlay}");
+    both_sizes(&mut browser, "stream");
+
+    // Dashboard: switch to continuous with the on-page control.
+    browser.goto(&format!("{base}/"));
+    browser.wait_for(
+        "the status",
+        Duration::from_secs(5),
+        "document.getElementById('mode-on-demand').checked",
+    );
+    browser.eval("document.getElementById('mode-continuous').click()");
+    browser.wait_for(
+        "the switch to be confirmed",
+        Duration::from_secs(10),
+        "document.getElementById('mode-status').textContent.includes('Recording')",
+    );
+    assert_eq!(daemon.get("/settings").1, r#"{"mode":"continuous"}"#);
+    daemon.wait_for("a finished segment", Duration::from_secs(15), |d| {
+        d.get("/api/replays").1.contains(r#""in_progress":false"#)
+    });
+    browser.wait_for(
+        "the recording badge",
+        Duration::from_secs(5),
+        "document.getElementById('recording').textContent.includes('REC')",
+    );
+    both_sizes(&mut browser, "dashboard");
+
+    // Recordings: play a finished segment, see time advance, seek.
+    browser.goto(&format!("{base}/recordings"));
+    browser.wait_for(
+        "the gallery",
+        Duration::from_secs(5),
+        "document.querySelectorAll('.segment').length > 0",
+    );
+    both_sizes(&mut browser, "recordings");
+    let replays: serde_json::Value = serde_json::from_str(&daemon.get("/api/replays").1).expect("replays");
+    let finished = replays
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["in_progress"] == false))
+        .and_then(|s| s["filename"].as_str())
+        .expect("a finished segment")
+        .to_owned();
+    browser.goto(&format!("{base}/recordings"));
+    let card = format!("document.querySelector('.segment[data-filename=\"{finished}\"]')");
+    browser.wait_for("the finished segment's card", Duration::from_secs(5), &card);
+    browser.eval(&format!("{card}.click()"));
+    browser.wait_for(
+        "playback",
+        Duration::from_secs(10),
+        "document.getElementById('video').currentTime > 0.3",
+    );
+    let t1 = browser
+        .eval("document.getElementById('video').currentTime")
+        .as_f64()
+        .unwrap_or(0.0);
+    std::thread::sleep(Duration::from_millis(500));
+    let t2 = browser
+        .eval("document.getElementById('video').currentTime")
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(t2 > t1 || t2 >= 1.8, "currentTime should advance: {t1} then {t2}");
+    browser.eval("(() => { const v = document.getElementById('video'); v.pause(); v.currentTime = 1.0; })()");
+    browser.wait_for("the seek", Duration::from_secs(5), "Math.abs(document.getElementById('video').currentTime - 1.0) < 0.2 && !document.getElementById('video').seeking");
+    browser.screenshot(&shots().join("recordings-playing-desktop.png"));
+
+    // Restart the daemon under the viewer: it reconnects by itself.
+    browser.goto(&format!("{base}/stream"));
+    browser.eval("document.getElementById('toggle').click()");
+    browser.wait_for("frames", Duration::from_secs(10), "window.croissant.frames > 3");
+    let port = daemon.port;
+    let mut daemon = daemon;
+    daemon.signal(Signal::TERM);
+    assert!(
+        daemon
+            .wait_exit(Duration::from_secs(15))
+            .is_some_and(|s| s.success())
+    );
+    browser.wait_for(
+        "the viewer to notice",
+        Duration::from_secs(5),
+        "document.getElementById('state').textContent.startsWith('Disconnected')",
+    );
+    let frames_before = browser.eval("window.croissant.frames").as_u64().unwrap_or(0);
+    let dir = std::mem::replace(&mut daemon.dir, tempfile::tempdir().expect("dir"));
+    drop(daemon);
+    let _again = Daemon::start_on(dir, CONFIG, port);
+    browser.wait_for(
+        "a reconnect",
+        Duration::from_secs(20),
+        "window.croissant.reconnects >= 1",
+    );
+    browser.wait_for(
+        "frames after the restart",
+        Duration::from_secs(10),
+        &format!("window.croissant.frames > {frames_before} + 3"),
+    );
+}
