@@ -194,6 +194,24 @@ impl Recordings {
                 })
             })
             .collect();
+        // ffmpeg creates the file only once it has encoded the first frame; list the
+        // segment being recorded from the moment it starts.
+        if let Some(current) = self.current()
+            && !segments.iter().any(|s| s.stem == current.stem)
+        {
+            let stem = current.stem;
+            segments.push(Segment {
+                filename: format!("{stem}.mp4"),
+                url: format!("/recordings/{stem}.mp4"),
+                thumbnail_url: format!("/thumbnails/{stem}.jpg"),
+                start: DateTime::<Local>::from(current.started).to_rfc3339(),
+                duration: 0.0,
+                bytes: 0,
+                in_progress: true,
+                has_thumbnail: self.thumbnails.join(format!("{stem}.jpg")).exists(),
+                stem,
+            });
+        }
         segments.sort_by(|a, b| b.stem.cmp(&a.stem));
         segments
     }

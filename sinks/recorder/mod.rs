@@ -332,8 +332,13 @@ impl Segment {
 /// The ffmpeg command line for one segment.
 fn ffmpeg_args(config: &Config, path: &std::path::Path) -> Vec<String> {
     let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-    // The input carries each frame's arrival time; keep those timestamps as they are.
-    let mut args = words("-hide_banner -loglevel error -f matroska -i pipe:0 -an -fps_mode passthrough");
+    // The input carries each frame's arrival time; keep those timestamps as they are. The
+    // track header says what the input is, so skip ffmpeg's seconds of probing, which
+    // would delay the file (and widen what a power cut loses).
+    let mut args = words(
+        "-hide_banner -loglevel error -probesize 4096 -analyzeduration 0 \
+         -f matroska -i pipe:0 -an -fps_mode passthrough",
+    );
     // A keyframe every 2 s, so fragments (and what a power cut can lose) stay short;
     // zerolatency keeps x264 from holding frames back.
     args.extend(words(match config.codec {
