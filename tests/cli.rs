@@ -59,3 +59,11 @@ fn version_and_help() {
         "{stdout}"
     );
 }
+
+#[test]
+fn check_accepts_the_packaged_pi_config() {
+    let packaged = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.toml");
+    let (code, stdout, stderr) = run(&["check", "--config", packaged]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("rpicam"), "{stdout}");
+}
