@@ -91,6 +91,37 @@ impl Sink for WebSocketSink {
     }
 }
 
+/// Unsent bytes the kernel may hold per viewer: a slow viewer's backlog stays under about
+/// one frame, so what it sees is never seconds old.
+const UNSENT_LIMIT: u32 = 16 * 1024;
+
+/// Sends one frame as a WebSocket binary message. Server frames are not masked, so the
+/// payload on the wire is the shared JPEG itself: header and payload go out in one vectored
+/// write, with no per-viewer copy. The caller's task never interleaves this with
+/// tungstenite's own writes (those happen while it polls the reading side).
+async fn send_frame(socket: &mut smol::net::TcpStream, jpeg: &[u8]) -> std::io::Result<()> {
+    let mut header = [0u8; 10];
+    let len = frame_header(&mut header, jpeg.len());
+    crate::net::write_all_vectored(socket, &[&header[..len], jpeg]).await
+}
+
+/// Writes the header of a final, unmasked binary frame of `len` bytes; returns its size.
+fn frame_header(out: &mut [u8; 10], len: usize) -> usize {
+    out[0] = 0x82; // FIN + binary
+    if len < 126 {
+        out[1] = len as u8;
+        2
+    } else if let Ok(short) = u16::try_from(len) {
+        out[1] = 126;
+        out[2..4].copy_from_slice(&short.to_be_bytes());
+        4
+    } else {
+        out[1] = 127;
+        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    }
+}
+
 /// What woke a viewer's task.
 enum Event {
     Message(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
@@ -103,6 +134,12 @@ impl WebSocketSink {
         self.ctx.viewers.fetch_add(1, Ordering::Relaxed);
         let viewers = self.viewers.fetch_add(1, Ordering::Relaxed) + 1;
         info!(viewers, "viewer connected");
+        // Frames go straight to the socket (see `send_frame`); tungstenite keeps the reading
+        // side and the control frames it answers (pong, close).
+        let mut raw = ws.get_ref().clone();
+        if let Err(error) = crate::net::limit_unsent(&raw, UNSENT_LIMIT) {
+            debug!(%error, "cannot limit the socket's unsent bytes");
+        }
         let (mut tx, mut rx) = ws.split();
         let mut subscription: Option<Subscription> = None;
         let mut slow = RateLimit::new(Duration::from_secs(30));
@@ -123,7 +160,7 @@ impl WebSocketSink {
             .await;
             match event {
                 Event::Frame(frame) => {
-                    if let Err(error) = tx.send(Message::Binary(frame.jpeg)).await {
+                    if let Err(error) = send_frame(&mut raw, &frame.jpeg).await {
                         debug!(%error, "send failed");
                         break None;
                     }
@@ -177,5 +214,31 @@ impl WebSocketSink {
     /// Viewers connected right now.
     pub fn viewers(&self) -> usize {
         self.viewers.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_tungstenite::tungstenite::protocol::Role;
+
+    /// Our hand-built frames must be exactly what tungstenite reads as a binary message.
+    #[test]
+    fn hand_built_frames_parse_as_binary_messages() {
+        for len in [0usize, 5, 125, 126, 65_535, 65_536, 200_000] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut header = [0u8; 10];
+            let n = frame_header(&mut header, len);
+            let wire = [&header[..n], &payload[..]].concat();
+            let mut ws = async_tungstenite::tungstenite::WebSocket::from_raw_socket(
+                std::io::Cursor::new(wire),
+                Role::Client,
+                None,
+            );
+            match ws.read().expect("a message") {
+                Message::Binary(got) => assert_eq!(got.as_ref(), payload.as_slice(), "len {len}"),
+                other => panic!("not binary: {other:?}"),
+            }
+        }
     }
 }

@@ -22,6 +22,7 @@ pub mod bus;
 pub mod config;
 pub mod http;
 pub mod mode;
+pub mod net;
 pub mod ratelimit;
 pub mod recordings;
 mod replays;

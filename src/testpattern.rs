@@ -10,10 +10,26 @@ use chrono::{DateTime, Local};
 /// `comment`, if given, is stored in a COM segment right after SOI (the benchmark's fake
 /// camera puts its sequence number and write time there).
 pub fn render(seq: u64, at: SystemTime, width: u32, height: u32, comment: Option<&[u8]>) -> Vec<u8> {
+    render_noisy(seq, at, width, height, comment, 0)
+}
+
+/// Like [`render`], with pixel noise of up to `noise` levels added. Noise costs JPEG bits,
+/// so it brings frames to the sizes real cameras produce (for benchmarks).
+pub fn render_noisy(
+    seq: u64,
+    at: SystemTime,
+    width: u32,
+    height: u32,
+    comment: Option<&[u8]>,
+    noise: u8,
+) -> Vec<u8> {
     let (w, h) = (width.clamp(16, 8192), height.clamp(16, 8192));
     let mut canvas = Canvas::new(w, h);
     canvas.background(seq);
     canvas.sweep(seq);
+    if noise > 0 {
+        canvas.noise(seq, noise);
+    }
 
     let local: DateTime<Local> = at.into();
     let scale = (w / 160).clamp(1, 12);
@@ -95,6 +111,19 @@ impl Canvas {
                 px[1] = ((y + t * 2) / 3) as u8;
                 px[2] = ((x + y + t * 5) / 6) as u8;
             }
+        }
+    }
+
+    /// Deterministic pseudo-random noise (xorshift), like a sensor's grain.
+    fn noise(&mut self, seed: u64, amount: u8) {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let span = u64::from(amount) * 2 + 1;
+        for px in self.pixels.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let delta = (state % span) as i16 - i16::from(amount);
+            *px = (i16::from(*px) + delta).clamp(0, 255) as u8;
         }
     }
 

@@ -1,0 +1,72 @@
+//! Socket helpers for streaming frames to many clients.
+
+use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
+
+use futures_lite::AsyncWriteExt;
+
+/// Keeps at most about `bytes` of not-yet-sent data queued in the kernel for this socket
+/// (`TCP_NOTSENT_LOWAT`): writes wait instead of piling frames into a send buffer that
+/// Linux would otherwise grow to megabytes. Without it a slow viewer falls tens of seconds
+/// behind live even though our own queue holds one frame; with it, the frame it reads next
+/// is at most about one frame older than its read pace.
+pub fn limit_unsent(socket: &impl AsRawFd, bytes: u32) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the descriptor belongs to `socket`, which outlives this call; the option value
+    // is a c_int and its exact size is passed. Neither socket2 nor rustix wraps this option.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Writes all of `parts` with as few `writev` calls as the socket allows: a frame header and
+/// the shared payload go out together, without first copying them into one buffer.
+pub async fn write_all_vectored(
+    out: &mut (impl futures_lite::AsyncWrite + Unpin),
+    parts: &[&[u8]],
+) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| IoSlice::new(p))
+        .collect();
+    let mut remaining: &mut [IoSlice<'_>] = &mut slices;
+    while !remaining.is_empty() {
+        let n = out.write_vectored(remaining).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut remaining, n);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectored_writes_deliver_every_part_in_order() {
+        let mut out = futures_lite::io::Cursor::new(Vec::new());
+        smol::block_on(write_all_vectored(&mut out, &[b"ab", b"", b"cdef", b"g"])).expect("write");
+        assert_eq!(out.into_inner(), b"abcdefg");
+    }
+
+    #[test]
+    fn unsent_limit_applies_to_tcp_sockets() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let stream = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        limit_unsent(&stream, 16 * 1024).expect("setsockopt");
+    }
+}
