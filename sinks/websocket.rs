@@ -124,9 +124,43 @@ fn frame_header(out: &mut [u8; 10], len: usize) -> usize {
 
 /// What woke a viewer's task.
 enum Event {
-    Message(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
     Frame(crate::bus::Frame),
-    Shutdown,
+    Control(Control),
+}
+
+/// What the viewer asked for, as read by [`read_controls`].
+enum Control {
+    Start,
+    Stop,
+    /// The connection is over; with a close status to send, if any.
+    Closed(Option<(CloseCode, &'static str)>),
+}
+
+/// Reads the viewer's messages: `start` and `stop` (anything else is ignored, as the
+/// original server did), until the connection closes or breaks.
+async fn read_controls(
+    mut rx: async_tungstenite::WebSocketReceiver<smol::net::TcpStream>,
+    out: async_channel::Sender<Control>,
+) {
+    loop {
+        let control = match rx.next().await {
+            Some(Ok(Message::Text(text))) => match text.as_str().trim() {
+                "start" => Control::Start,
+                "stop" => Control::Stop,
+                _ => continue,
+            },
+            Some(Ok(Message::Close(_))) | None => Control::Closed(None),
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => {
+                debug!(%error, "viewer connection failed");
+                Control::Closed(Some((CloseCode::Size, "message too large or malformed")))
+            }
+        };
+        let done = matches!(control, Control::Closed(_));
+        if out.send(control).await.is_err() || done {
+            return;
+        }
+    }
 }
 
 impl WebSocketSink {
@@ -140,24 +174,32 @@ impl WebSocketSink {
         if let Err(error) = crate::net::limit_unsent(&raw, UNSENT_LIMIT) {
             debug!(%error, "cannot limit the socket's unsent bytes");
         }
-        let (mut tx, mut rx) = ws.split();
+        let (mut tx, rx) = ws.split();
+        // The reading side parks in its own task until the viewer sends something, so a
+        // frame costs this task one wake-up and one writev, not a read attempt as well.
+        let (control_tx, control) = async_channel::bounded(4);
+        let reader = crate::runtime::spawn(read_controls(rx, control_tx).in_current_span());
         let mut subscription: Option<Subscription> = None;
         let mut slow = RateLimit::new(Duration::from_secs(30));
         let mut last_dropped = 0;
         let close = loop {
-            let event = future::or(
-                future::or(async { Event::Message(rx.next().await) }, async {
-                    match &subscription {
-                        Some(sub) => Event::Frame(sub.recv().await),
-                        None => std::future::pending().await,
-                    }
-                }),
+            let others = future::or(
+                async { control.recv().await.unwrap_or(Control::Closed(None)) },
                 async {
                     self.ctx.shutdown.wait().await;
-                    Event::Shutdown
+                    Control::Closed(Some((CloseCode::Away, "server shutting down")))
                 },
-            )
-            .await;
+            );
+            let event = match &subscription {
+                // Frames first: when one is queued, nothing else is even polled.
+                Some(sub) => {
+                    future::or(async { Event::Frame(sub.recv().await) }, async {
+                        Event::Control(others.await)
+                    })
+                    .await
+                }
+                None => Event::Control(others.await),
+            };
             match event {
                 Event::Frame(frame) => {
                     if let Err(error) = send_frame(&mut raw, &frame.jpeg).await {
@@ -172,29 +214,22 @@ impl WebSocketSink {
                         }
                     }
                 }
-                Event::Message(Some(Ok(Message::Text(text)))) => match text.as_str().trim() {
-                    "start" if subscription.is_none() => {
-                        if !self.ctx.is_enabled() {
-                            break Some((CloseCode::Policy, "live view is off in this mode"));
-                        }
-                        debug!("start");
-                        subscription = Some(self.ctx.bus.subscribe(Policy::Latest));
+                Event::Control(Control::Start) if subscription.is_none() => {
+                    if !self.ctx.is_enabled() {
+                        break Some((CloseCode::Policy, "live view is off in this mode"));
                     }
-                    "stop" if subscription.is_some() => {
-                        debug!("stop");
-                        subscription = None;
-                    }
-                    _ => {}
-                },
-                Event::Message(Some(Ok(Message::Close(_)))) | Event::Message(None) => break None,
-                Event::Message(Some(Ok(_))) => {}
-                Event::Message(Some(Err(error))) => {
-                    debug!(%error, "viewer connection failed");
-                    break Some((CloseCode::Size, "message too large or malformed"));
+                    debug!("start");
+                    subscription = Some(self.ctx.bus.subscribe(Policy::Latest));
                 }
-                Event::Shutdown => break Some((CloseCode::Away, "server shutting down")),
+                Event::Control(Control::Stop) if subscription.is_some() => {
+                    debug!("stop");
+                    subscription = None;
+                }
+                Event::Control(Control::Start | Control::Stop) => {}
+                Event::Control(Control::Closed(close)) => break close,
             }
         };
+        drop(reader);
         drop(subscription);
         let frame = close.map(|(code, reason)| CloseFrame {
             code,
