@@ -23,6 +23,7 @@ use crate::mode::Mode;
 use crate::recordings::Recordings;
 use crate::shutdown::{self, Signal, Trigger};
 
+pub mod mjpeg;
 pub mod recorder;
 pub mod retention;
 pub mod thumbnailer;
@@ -37,6 +38,7 @@ pub type Factory = fn(ValueDeserializer<'_>) -> Result<Box<dyn SinkConfig>, toml
 /// Every sink implementation, keyed by its `type`.
 pub const FACTORIES: &[(&str, Factory)] = &[
     ("websocket", parse::<websocket::Config>),
+    ("http-mjpeg", parse::<mjpeg::Config>),
     ("recorder", parse::<recorder::Config>),
     ("thumbnailer", parse::<thumbnailer::Config>),
     ("retention", parse::<retention::Config>),

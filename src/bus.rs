@@ -4,6 +4,7 @@
 //! slow consumer only ever costs its own queue. A frame is one shared allocation: cloning a
 //! [`Frame`] clones a reference count, never the JPEG.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -129,7 +130,7 @@ impl Bus {
         });
         Subscription {
             id,
-            rx,
+            rx: Box::pin(rx),
             dropped,
             bus: self.clone(),
             _want: self.inner.demand.want(),
@@ -145,7 +146,8 @@ impl Bus {
 /// A consumer's end of its queue. Dropping it unsubscribes and withdraws its demand.
 pub struct Subscription {
     id: u64,
-    rx: Receiver<Frame>,
+    /// Boxed so the subscription is `Unpin` (the receiver's stream state is not).
+    rx: Pin<Box<Receiver<Frame>>>,
     dropped: Arc<AtomicU64>,
     bus: Bus,
     _want: Want,
@@ -164,6 +166,15 @@ impl Subscription {
     /// A frame if one is queued right now.
     pub fn try_recv(&self) -> Option<Frame> {
         self.rx.try_recv().ok()
+    }
+
+    /// Poll-style [`Subscription::recv`], for readers implemented by hand.
+    pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Frame> {
+        match futures_lite::StreamExt::poll_next(&mut self.rx.as_mut(), cx) {
+            std::task::Poll::Ready(Some(frame)) => std::task::Poll::Ready(frame),
+            // The bus holds the sender while the subscription exists; never ready otherwise.
+            _ => std::task::Poll::Pending,
+        }
     }
 
     /// Frames this consumer skipped because it was slower than the source.

@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Value of `Access-Control-Allow-Origin`; empty to send none.
     pub cors_origin: String,
+    /// How long `/snapshot.jpg` waits for a camera that has to start first.
+    #[serde(deserialize_with = "seconds::<_, 1, 120>")]
+    pub snapshot_timeout_seconds: u64,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +56,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             cors_origin: "*".into(),
+            snapshot_timeout_seconds: 10,
         }
     }
 }
@@ -440,6 +444,7 @@ type Report<'a> = dyn FnMut(Option<std::ops::Range<usize>>, String) + 'a;
 fn default_sinks() -> Vec<(SinkEntry, std::ops::Range<usize>)> {
     [
         ("live", "websocket"),
+        ("mjpeg", "http-mjpeg"),
         ("recorder", "recorder"),
         ("thumbnails", "thumbnailer"),
         ("retention", "retention"),

@@ -81,6 +81,7 @@ impl Routes {
         crate::web::routes(&mut app);
         app.at("/health").get(health);
         app.at("/api/status").get(status);
+        app.at("/snapshot.jpg").get(snapshot);
         app.at("/settings")
             .get(get_settings)
             .post(post_settings)
@@ -181,6 +182,42 @@ async fn status(req: Request<AppState>) -> tide::Result {
     json_response(StatusCode::Ok, &body)
 }
 
+/// `GET /snapshot.jpg`: the newest frame, at most one frame interval old. With the camera
+/// off (on-demand, nobody watching) it starts it, answers with its first frame, and lets it
+/// stop again after the grace period.
+async fn snapshot(req: Request<AppState>) -> tide::Result {
+    let state = req.state();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(state.config.source.framerate.max(1)));
+    let fresh = state
+        .bus
+        .latest()
+        .filter(|f| f.at.elapsed().is_ok_and(|age| age <= interval));
+    let frame = match fresh {
+        Some(frame) => Some(frame),
+        None => {
+            let subscription = state.bus.subscribe(crate::bus::Policy::Latest);
+            let wait = Duration::from_secs(state.config.server.snapshot_timeout_seconds);
+            future::or(async { Some(subscription.recv().await) }, async {
+                smol::Timer::after(wait).await;
+                None
+            })
+            .await
+        }
+    };
+    let Some(frame) = frame else {
+        let error = format!(
+            "no frame from the camera within {} s; see /api/status for its state",
+            state.config.server.snapshot_timeout_seconds
+        );
+        return json_response(StatusCode::ServiceUnavailable, &json!({ "error": error }));
+    };
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_body(Body::from_bytes(frame.jpeg.to_vec()));
+    res.insert_header("Content-Type", "image/jpeg");
+    res.insert_header("Cache-Control", "no-store");
+    Ok(res)
+}
+
 async fn get_settings(req: Request<AppState>) -> tide::Result {
     json_response(StatusCode::Ok, &json!({ "mode": req.state().mode.current() }))
 }
@@ -258,6 +295,9 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: Signal) {
                 let routes = routes.clone();
                 crate::runtime::spawn(async move {
                     let _ = stream.set_nodelay(true);
+                    // MJPEG clients stream through tide: bound what a slow one has queued in
+                    // the kernel too, so it skips frames instead of lagging seconds behind.
+                    let _ = crate::net::limit_unsent(&stream, 64 * 1024);
                     handle(stream, peer, &routes).await;
                 })
                 .detach();

@@ -20,9 +20,12 @@ fn empty_config_is_the_test_pattern_with_a_live_sink() {
     assert_eq!(config.server.listen.port(), 8080);
     assert_eq!(config.mode.default, Mode::OnDemand);
     let kinds: Vec<&str> = config.sinks.iter().map(|s| s.kind.as_str()).collect();
-    assert_eq!(kinds, vec!["websocket", "recorder", "thumbnailer", "retention"]);
+    assert_eq!(
+        kinds,
+        vec!["websocket", "http-mjpeg", "recorder", "thumbnailer", "retention"]
+    );
     assert_eq!(config.sinks[0].modes, Mode::ALL.to_vec());
-    assert_eq!(config.sinks[1].modes, vec![Mode::Continuous]);
+    assert_eq!(config.sinks[2].modes, vec![Mode::Continuous]);
 }
 
 #[test]

@@ -1,0 +1,164 @@
+//! MJPEG over HTTP (`type = "http-mjpeg"`): `multipart/x-mixed-replace`, the format `<img>`
+//! tags, VLC, ffmpeg, Home Assistant and OctoPrint read. Every part carries its
+//! `Content-Length`. Each client is a viewer like a WebSocket one: it counts for on-demand
+//! mode and has a newest-frame-wins queue, so a slow client skips frames.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use serde::Deserialize;
+use tide::{Body, Response, StatusCode};
+use tracing::info;
+
+use super::{Resource, Sink, SinkConfig, SinkContext};
+use crate::bus::{Policy, Subscription};
+use crate::http::Routes;
+use crate::mode::Mode;
+
+const BOUNDARY: &str = "croissantframe";
+
+/// `type = "http-mjpeg"`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The path serving the stream.
+    #[serde(default = "default_path")]
+    pub path: String,
+}
+
+fn default_path() -> String {
+    "/stream.mjpeg".into()
+}
+
+impl SinkConfig for Config {
+    fn default_modes(&self) -> &'static [Mode] {
+        &Mode::ALL
+    }
+
+    fn resources(&self) -> Vec<Resource> {
+        vec![Resource::HttpPath(self.path.clone())]
+    }
+
+    fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, String> {
+        if !self.path.starts_with('/') {
+            return Err(format!("path `{}` must start with /", self.path));
+        }
+        Ok(Arc::new(MjpegSink {
+            path: self.path.clone(),
+            ctx,
+        }))
+    }
+}
+
+/// The running sink.
+pub struct MjpegSink {
+    path: String,
+    ctx: SinkContext,
+}
+
+impl Sink for MjpegSink {
+    fn routes(self: Arc<Self>, routes: &mut Routes) {
+        let sink = self.clone();
+        routes
+            .http()
+            .at(&self.path)
+            .get(move |req: tide::Request<crate::http::AppState>| {
+                let sink = sink.clone();
+                async move { Ok(sink.respond(req.remote().unwrap_or("?"))) }
+            });
+    }
+}
+
+impl MjpegSink {
+    fn respond(&self, peer: &str) -> Response {
+        if !self.ctx.is_enabled() {
+            let mut res = Response::new(StatusCode::ServiceUnavailable);
+            res.set_body("this stream is off in the current mode");
+            return res;
+        }
+        info!(sink = %self.ctx.name, %peer, "MJPEG client connected");
+        let parts = Parts {
+            subscription: self.ctx.bus.subscribe(Policy::Latest),
+            pending: None,
+            _viewer: ViewerCount::new(&self.ctx),
+        };
+        let mut res = Response::new(StatusCode::Ok);
+        res.set_body(Body::from_reader(futures_lite::io::BufReader::new(parts), None));
+        res.insert_header(
+            "Content-Type",
+            format!("multipart/x-mixed-replace; boundary={BOUNDARY}"),
+        );
+        res.insert_header("Cache-Control", "no-cache, no-store, must-revalidate");
+        res.insert_header("Pragma", "no-cache");
+        res
+    }
+}
+
+/// Counts a client among the live viewers while it exists.
+struct ViewerCount(Arc<std::sync::atomic::AtomicUsize>);
+
+impl ViewerCount {
+    fn new(ctx: &SinkContext) -> Self {
+        ctx.viewers.fetch_add(1, Ordering::Relaxed);
+        ViewerCount(ctx.viewers.clone())
+    }
+}
+
+impl Drop for ViewerCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The response body: one part per frame, read from the client's queue as the
+/// connection drains. Dropped (unsubscribing) when the client goes away.
+struct Parts {
+    subscription: Subscription,
+    /// The part being sent: its header, its JPEG, and how much of both went out.
+    pending: Option<(Vec<u8>, Bytes, usize)>,
+    _viewer: ViewerCount,
+}
+
+impl futures_lite::AsyncRead for Parts {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            if let Some((header, jpeg, sent)) = &mut this.pending {
+                let total = header.len() + jpeg.len() + 2;
+                let mut n = 0;
+                while n < buf.len() && *sent < total {
+                    let (src, off): (&[u8], usize) = if *sent < header.len() {
+                        (header, *sent)
+                    } else if *sent < header.len() + jpeg.len() {
+                        (jpeg, *sent - header.len())
+                    } else {
+                        (b"\r\n", *sent - header.len() - jpeg.len())
+                    };
+                    let take = (src.len() - off).min(buf.len() - n);
+                    buf[n..n + take].copy_from_slice(&src[off..off + take]);
+                    n += take;
+                    *sent += take;
+                }
+                if *sent == total {
+                    this.pending = None;
+                }
+                if n > 0 {
+                    return Poll::Ready(Ok(n));
+                }
+            }
+            match this.subscription.poll_recv(cx) {
+                Poll::Ready(frame) => {
+                    let header = format!(
+                        "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                        frame.jpeg.len()
+                    );
+                    this.pending = Some((header.into_bytes(), frame.jpeg, 0));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
