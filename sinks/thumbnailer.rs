@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures_lite::future;
 use serde::Deserialize;
 use tracing::{debug, warn};
 
@@ -83,11 +82,7 @@ impl Thumbnailer {
         let mut poster_for: Option<String> = None;
         let mut last_at = SystemTime::UNIX_EPOCH;
         loop {
-            let frame = future::or(async { Some(frames.recv().await) }, async {
-                disabled.wait().await;
-                None
-            })
-            .await;
+            let frame = crate::shutdown::unless(&disabled, frames.recv()).await;
             let Some(frame) = frame else { break };
             let Some(current) = recordings.current() else {
                 continue;

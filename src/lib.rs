@@ -10,11 +10,12 @@
 //! - [`splitter`]: the camera's stdout bytes cut into whole JPEGs.
 //! - [`bus`]: each frame shared (one allocation) with a bounded queue per consumer.
 //! - [`mode`]: on-demand or continuous, and the demand count that runs the source.
-//! - `sinks`: the consumers, one file each; `sinks/websocket.rs` serves live viewers.
-//! - `sinks/recorder.rs`, `sinks/thumbnailer.rs`, `sinks/retention.rs`: continuous mode's
+//! - `sinks`: the consumers, one file each; `sinks/websocket.rs` serves live viewers
+//!   (one `writev` per frame, see [`net`]), `sinks/mjpeg.rs` MJPEG over HTTP.
+//! - `sinks/recorder/`, `sinks/thumbnailer.rs`, `sinks/retention.rs`: continuous mode's
 //!   MP4 segments, thumbnails and clean-up, over the files [`recordings`] names.
-//! - [`http`]: one port for pages, `/health`, `/settings`, the replays API and WebSocket
-//!   upgrades; [`state`] persists the mode.
+//! - [`http`]: one port for pages, `/health`, `/api/status`, `/settings`, `/snapshot.jpg`,
+//!   the replays API and WebSocket upgrades; [`state`] persists the mode.
 //! - [`shutdown`]: one signal, cloned into every task; [`runtime`]: the executor.
 #![warn(missing_docs)]
 

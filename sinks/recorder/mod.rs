@@ -116,11 +116,7 @@ impl Recorder {
         let mut failures = 0u32;
         let mut reported_drops = 0;
         loop {
-            let frame = future::or(async { Some(frames.recv().await) }, async {
-                disabled.wait().await;
-                None
-            })
-            .await;
+            let frame = crate::shutdown::unless(&disabled, frames.recv()).await;
             let Some(frame) = frame else { break };
 
             let expired = segment
