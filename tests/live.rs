@@ -354,3 +354,67 @@ fn the_viewer_url_can_be_overridden_and_status_describes_the_daemon() {
     assert_eq!(status["viewers"], 1);
     assert_eq!(status["source"]["width"], 1280);
 }
+
+#[test]
+fn a_stalled_camera_is_reported_and_restarted() {
+    // Three frames, then silence with the process still alive: a hung camera.
+    let config = r#"
+[server]
+listen = "127.0.0.1:{port}"
+[source]
+kind = "command"
+command = ["sh", "-c", "{fakecam} --fps 10 --frames 3; exec sleep 600"]
+stall_seconds = 7
+"#;
+    let daemon = Daemon::start(config);
+    let mut viewer = daemon.viewer("/");
+    viewer.send("start");
+    viewer.frame();
+    let pid = daemon.source_pid().expect("camera running");
+    daemon.wait_for("/health to report the stall", Duration::from_secs(8), |d| {
+        let (status, body) = d.get("/health");
+        status == 503 && body.contains(r#""status":"stalled""#)
+    });
+    assert_eq!(
+        daemon.source_pid(),
+        Some(pid),
+        "not restarted before stall_seconds"
+    );
+    daemon.wait_for(
+        "the stalled camera to be restarted",
+        Duration::from_secs(10),
+        |d| d.source_pid().is_some_and(|p| p != pid),
+    );
+    assert!(!alive(pid), "the hung process was killed");
+    assert!(
+        daemon.log_text().contains("no frame for 7 s"),
+        "the stall is logged"
+    );
+    viewer.frame();
+}
+
+#[test]
+fn a_corrupt_state_file_falls_back_to_the_default_and_is_kept() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("state.ron"), "(mode: sideways").expect("write");
+    let config = r#"
+[server]
+listen = "127.0.0.1:{port}"
+[storage]
+dir = "{dir}"
+[mode]
+default = "continuous"
+[sinks.live]
+type = "websocket"
+"#;
+    let daemon = Daemon::start_in(dir, config);
+    assert_eq!(daemon.get("/settings").1, r#"{"mode":"continuous"}"#);
+    assert!(
+        daemon.log_text().contains("saved state is corrupt"),
+        "{}",
+        daemon.log_text()
+    );
+    let kept =
+        std::fs::read_to_string(daemon.dir.path().join("state.ron.corrupt")).expect("kept for inspection");
+    assert_eq!(kept, "(mode: sideways");
+}
