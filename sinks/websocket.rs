@@ -190,21 +190,57 @@ impl WebSocketSink {
                     Control::Closed(Some((CloseCode::Away, "server shutting down")))
                 },
             );
-            let event = match &subscription {
-                // Frames first: when one is queued, nothing else is even polled.
-                Some(sub) => {
+            // A viewer slower than the camera always has a frame queued; look at its
+            // messages and at shutdown first, so `stop` and going-away still get through.
+            let pending = if self.ctx.shutdown.fired() {
+                Some(Control::Closed(Some((CloseCode::Away, "server shutting down"))))
+            } else {
+                control.try_recv().ok()
+            };
+            let event = match (pending, &subscription) {
+                (Some(control), _) => Event::Control(control),
+                // Frames next: when one is queued, the other futures are not even polled.
+                (None, Some(sub)) => {
                     future::or(async { Event::Frame(sub.recv().await) }, async {
                         Event::Control(others.await)
                     })
                     .await
                 }
-                None => Event::Control(others.await),
+                (None, None) => Event::Control(others.await),
             };
             match event {
                 Event::Frame(frame) => {
-                    if let Err(error) = send_frame(&mut raw, &frame.jpeg).await {
-                        debug!(%error, "send failed");
-                        break None;
+                    // A full socket can hold this write for as long as the viewer does not
+                    // read; meanwhile still obey `stop` (it releases the camera) and
+                    // shutdown. The frame itself is finished, or the connection closed.
+                    let write = send_frame(&mut raw, &frame.jpeg);
+                    futures_lite::pin!(write);
+                    let outcome = loop {
+                        let interrupt = future::or(
+                            async { control.recv().await.unwrap_or(Control::Closed(None)) },
+                            async {
+                                self.ctx.shutdown.wait().await;
+                                Control::Closed(Some((CloseCode::Away, "server shutting down")))
+                            },
+                        );
+                        let step =
+                            future::or(async { Ok(write.as_mut().await) }, async { Err(interrupt.await) });
+                        match step.await {
+                            Ok(Ok(())) => break Ok(()),
+                            Ok(Err(error)) => {
+                                debug!(%error, "send failed");
+                                break Err(None);
+                            }
+                            Err(Control::Stop) => {
+                                debug!("stop");
+                                subscription = None;
+                            }
+                            Err(Control::Start) => {}
+                            Err(Control::Closed(close)) => break Err(close),
+                        }
+                    };
+                    if let Err(close) = outcome {
+                        break close;
                     }
                     if let Some(sub) = &subscription {
                         let dropped = sub.dropped();

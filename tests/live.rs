@@ -418,3 +418,21 @@ type = "websocket"
         std::fs::read_to_string(daemon.dir.path().join("state.ron.corrupt")).expect("kept for inspection");
     assert_eq!(kept, "(mode: sideways");
 }
+
+#[test]
+fn a_viewer_that_stopped_reading_can_still_stop() {
+    let daemon = Daemon::start(&fakecam_config(
+        r#""--fps", "30", "--width", "1280", "--height", "720", "--noise", "11""#,
+        "",
+    ));
+    let mut viewer = daemon.viewer("/");
+    viewer.send("start");
+    viewer.frame();
+    // Read nothing more: the daemon's write to this viewer blocks on a full socket.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(daemon.health()["subscribers"], 1);
+    viewer.send("stop");
+    daemon.wait_for("the stop to release the camera", Duration::from_secs(5), |d| {
+        d.health()["subscribers"] == 0 && d.source_pid().is_none()
+    });
+}
