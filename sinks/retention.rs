@@ -210,6 +210,25 @@ mod tests {
     }
 
     #[test]
+    fn old_segments_go_even_within_keep() {
+        let dir = tempfile::tempdir().expect("dir");
+        let recordings = Recordings::new(dir.path());
+        std::fs::create_dir_all(recordings.recordings_dir()).expect("mkdir");
+        let fresh = recordings.new_stem(std::time::SystemTime::now());
+        for stem in ["20200101-120000", fresh.as_str()] {
+            std::fs::write(recordings.recordings_dir().join(format!("{stem}.mp4")), b"mp4").expect("write");
+        }
+        let config = Config {
+            keep: 10,
+            max_age_seconds: Some(3600),
+            min_free_bytes: None,
+        };
+        assert_eq!(sweep(&config, &recordings), vec!["20200101-120000".to_owned()]);
+        let left: Vec<String> = recordings.list().into_iter().map(|s| s.stem).collect();
+        assert_eq!(left, vec![fresh]);
+    }
+
+    #[test]
     fn free_space_is_readable() {
         assert!(free_bytes(Path::new("/")).is_some_and(|b| b > 0));
     }

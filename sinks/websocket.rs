@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message;
@@ -59,7 +59,6 @@ impl SinkConfig for Config {
         Ok(Arc::new(WebSocketSink {
             paths: self.paths.clone(),
             ctx,
-            viewers: AtomicUsize::new(0),
             next_viewer: AtomicU64::new(1),
         }))
     }
@@ -69,7 +68,6 @@ impl SinkConfig for Config {
 pub struct WebSocketSink {
     paths: Vec<String>,
     ctx: SinkContext,
-    viewers: AtomicUsize,
     next_viewer: AtomicU64,
 }
 
@@ -128,6 +126,22 @@ enum Event {
     Control(Control),
 }
 
+/// What a viewer is told when the daemon stops.
+const GOING_AWAY: Control = Control::Closed(Some((CloseCode::Away, "server shutting down")));
+
+/// The viewer's next message, or the daemon's shutdown, whichever comes first.
+async fn next_control(
+    control: &async_channel::Receiver<Control>,
+    shutdown: &crate::shutdown::Signal,
+) -> Control {
+    let message = async { control.recv().await.unwrap_or(Control::Closed(None)) };
+    future::or(message, async {
+        shutdown.wait().await;
+        GOING_AWAY
+    })
+    .await
+}
+
 /// What the viewer asked for, as read by [`read_controls`].
 enum Control {
     Start,
@@ -165,8 +179,7 @@ async fn read_controls(
 
 impl WebSocketSink {
     async fn serve(&self, ws: WsStream, peer: SocketAddr) {
-        self.ctx.viewers.fetch_add(1, Ordering::Relaxed);
-        let viewers = self.viewers.fetch_add(1, Ordering::Relaxed) + 1;
+        let viewers = self.ctx.viewers.fetch_add(1, Ordering::Relaxed) + 1;
         info!(viewers, "viewer connected");
         // Frames go straight to the socket (see `send_frame`); tungstenite keeps the reading
         // side and the control frames it answers (pong, close).
@@ -183,17 +196,11 @@ impl WebSocketSink {
         let mut slow = RateLimit::new(Duration::from_secs(30));
         let mut last_dropped = 0;
         let close = loop {
-            let others = future::or(
-                async { control.recv().await.unwrap_or(Control::Closed(None)) },
-                async {
-                    self.ctx.shutdown.wait().await;
-                    Control::Closed(Some((CloseCode::Away, "server shutting down")))
-                },
-            );
+            let others = next_control(&control, &self.ctx.shutdown);
             // A viewer slower than the camera always has a frame queued; look at its
             // messages and at shutdown first, so `stop` and going-away still get through.
             let pending = if self.ctx.shutdown.fired() {
-                Some(Control::Closed(Some((CloseCode::Away, "server shutting down"))))
+                Some(GOING_AWAY)
             } else {
                 control.try_recv().ok()
             };
@@ -216,13 +223,7 @@ impl WebSocketSink {
                     let write = send_frame(&mut raw, &frame.jpeg);
                     futures_lite::pin!(write);
                     let outcome = loop {
-                        let interrupt = future::or(
-                            async { control.recv().await.unwrap_or(Control::Closed(None)) },
-                            async {
-                                self.ctx.shutdown.wait().await;
-                                Control::Closed(Some((CloseCode::Away, "server shutting down")))
-                            },
-                        );
+                        let interrupt = next_control(&control, &self.ctx.shutdown);
                         let step =
                             future::or(async { Ok(write.as_mut().await) }, async { Err(interrupt.await) });
                         match step.await {
@@ -276,15 +277,9 @@ impl WebSocketSink {
             None
         })
         .await;
-        self.ctx.viewers.fetch_sub(1, Ordering::Relaxed);
-        let viewers = self.viewers.fetch_sub(1, Ordering::Relaxed) - 1;
+        let viewers = self.ctx.viewers.fetch_sub(1, Ordering::Relaxed) - 1;
         info!(viewers, "viewer left");
         let _ = peer;
-    }
-
-    /// Viewers connected right now.
-    pub fn viewers(&self) -> usize {
-        self.viewers.load(Ordering::Relaxed)
     }
 }
 

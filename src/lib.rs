@@ -34,6 +34,7 @@ pub mod sinks;
 pub mod source;
 pub mod splitter;
 pub mod state;
+pub mod stderr;
 pub mod testpattern;
 mod web;
 

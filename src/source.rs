@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_process::{Child, Command, Stdio};
-use futures_lite::{AsyncBufReadExt, AsyncReadExt, StreamExt, future};
+use futures_lite::{AsyncReadExt, future};
 use serde::Serialize;
 use smol::Timer;
 use tracing::{debug, info, warn};
@@ -19,6 +19,7 @@ use crate::config::{SourceConfig, SourceKind};
 use crate::ratelimit::{Burst, RateLimit};
 use crate::shutdown::Signal;
 use crate::splitter::{Discard, Splitter};
+use crate::stderr::Tail;
 
 /// Where the source is in its life cycle, as `/health` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -48,8 +49,6 @@ struct StatusInner {
     restarts: u64,
     frames: u64,
     last_error: Option<String>,
-    /// When the current state was entered.
-    since: Instant,
     /// When the source last went from stopped to wanted.
     run_since: Option<Instant>,
     /// Arrival times of recent frames, for fps and last-frame age.
@@ -71,8 +70,6 @@ pub struct Snapshot {
     pub fps: f64,
     /// Milliseconds since the last frame, if any came.
     pub last_frame_age_ms: Option<u64>,
-    /// Milliseconds in the current state.
-    pub state_age_ms: u64,
     /// Why the last run ended badly.
     pub last_error: Option<String>,
     /// While the source should be running: milliseconds without a frame, counted from the
@@ -90,7 +87,6 @@ impl Default for Status {
                 restarts: 0,
                 frames: 0,
                 last_error: None,
-                since: now,
                 run_since: None,
                 recent: VecDeque::with_capacity(RECENT),
             }),
@@ -113,7 +109,6 @@ impl Status {
             let now = Instant::now();
             s.state = state;
             s.pid = pid;
-            s.since = now;
             if state == State::Stopped {
                 s.run_since = None;
             } else if s.run_since.is_none() {
@@ -128,7 +123,6 @@ impl Status {
             s.frames += 1;
             if s.state == State::Starting {
                 s.state = State::Running;
-                s.since = now;
             }
             if s.recent.len() == RECENT {
                 s.recent.pop_front();
@@ -167,7 +161,6 @@ impl Status {
                 .recent
                 .back()
                 .map(|t| now.duration_since(*t).as_millis() as u64),
-            state_age_ms: now.duration_since(inner.since).as_millis() as u64,
             last_error: inner.last_error.clone(),
             starved_ms: inner.run_since.map(|since| {
                 let quiet = now.duration_since(since);
@@ -354,11 +347,15 @@ impl Runner {
         self.status.set_state(State::Starting, Some(pid));
         info!(pid, program = %program, "source started");
 
-        let tail = Arc::new(Mutex::new(VecDeque::new()));
-        let stderr = child
-            .stderr
-            .take()
-            .map(|err| crate::runtime::spawn(log_stderr(err, pid, tail.clone())));
+        let tail = Tail::default();
+        let stderr = child.stderr.take().map(|err| {
+            let mut limit = Burst::new(20, Duration::from_secs(10));
+            crate::runtime::spawn(crate::stderr::follow(err, tail.clone(), move |line| {
+                if let Some(suppressed) = limit.allow() {
+                    info!(pid, suppressed, "source: {line}");
+                }
+            }))
+        });
         let Some(stdout) = child.stdout.take() else {
             return End::Failed("the source's stdout was not captured".into());
         };
@@ -394,16 +391,11 @@ impl Runner {
                 } else {
                     format!("exited ({exit})")
                 };
-                let lines: Vec<String> = tail
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .cloned()
-                    .collect();
+                let lines = tail.joined();
                 if lines.is_empty() {
                     End::Failed(format!("`{program}` {what}"))
                 } else {
-                    End::Failed(format!("`{program}` {what}; last stderr: {}", lines.join(" | ")))
+                    End::Failed(format!("`{program}` {what}; last stderr: {lines}"))
                 }
             }
         }
@@ -568,41 +560,16 @@ async fn stop_child(child: &mut Child, pid: u32, terminate: bool) -> String {
     }
 }
 
-/// Logs the child's stderr (rate-limited) and keeps its last lines for the failure message.
-async fn log_stderr(
-    stderr: impl futures_lite::AsyncRead + Unpin,
-    pid: u32,
-    tail: Arc<Mutex<VecDeque<String>>>,
-) {
-    const TAIL: usize = 5;
-    let mut lines = futures_lite::io::BufReader::new(stderr).lines();
-    let mut limit = Burst::new(20, Duration::from_secs(10));
-    while let Some(Ok(line)) = lines.next().await {
-        let line = line.trim_end().to_owned();
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(suppressed) = limit.allow() {
-            info!(pid, suppressed, "source: {line}");
-        }
-        let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-        if tail.len() == TAIL {
-            tail.pop_front();
-        }
-        tail.push_back(line);
-    }
-}
-
-/// Capped exponential backoff.
+/// Capped exponential backoff, for restarting children (the camera, ffmpeg).
 #[derive(Debug)]
-struct Backoff {
+pub(crate) struct Backoff {
     first: Duration,
     max: Duration,
     next: Duration,
 }
 
 impl Backoff {
-    fn new(first: Duration, max: Duration) -> Self {
+    pub(crate) fn new(first: Duration, max: Duration) -> Self {
         Backoff {
             first,
             max,
@@ -610,13 +577,13 @@ impl Backoff {
         }
     }
 
-    fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let delay = self.next;
         self.next = (self.next * 2).min(self.max);
         delay
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = self.first;
     }
 }

@@ -328,5 +328,24 @@ impl Splitter {
     }
 }
 
+/// Width and height from a whole JPEG's frame header (any SOF marker), if it has one.
+pub fn jpeg_size(jpeg: &[u8]) -> Option<(u16, u16)> {
+    let mut i = 2;
+    while i + 9 < jpeg.len() {
+        if jpeg[i] != 0xFF {
+            return None;
+        }
+        let code = jpeg[i + 1];
+        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+        if matches!(code, 0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF) {
+            let height = u16::from_be_bytes([jpeg[i + 5], jpeg[i + 6]]);
+            let width = u16::from_be_bytes([jpeg[i + 7], jpeg[i + 8]]);
+            return Some((width, height));
+        }
+        i += 2 + len;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests;

@@ -74,12 +74,18 @@ fn encode(canvas: &Canvas, comment: Option<&[u8]>) -> Vec<u8> {
 
 /// Inserts a COM segment after SOI. Text longer than a segment holds is cut.
 pub fn with_comment(jpeg: &[u8], text: &[u8]) -> Vec<u8> {
-    let text = &text[..text.len().min(65_533)];
-    let mut out = Vec::with_capacity(jpeg.len() + text.len() + 4);
+    with_segment(jpeg, 0xFE, text)
+}
+
+/// Inserts a marker segment (`FF <marker> <length> <payload>`) right after SOI. A payload
+/// longer than a segment holds is cut.
+pub fn with_segment(jpeg: &[u8], marker: u8, payload: &[u8]) -> Vec<u8> {
+    let payload = &payload[..payload.len().min(65_533)];
+    let mut out = Vec::with_capacity(jpeg.len() + payload.len() + 4);
     out.extend_from_slice(&jpeg[..2.min(jpeg.len())]);
-    out.extend_from_slice(&[0xFF, 0xFE]);
-    out.extend_from_slice(&((text.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(text);
+    out.extend_from_slice(&[0xFF, marker]);
+    out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(payload);
     out.extend_from_slice(jpeg.get(2..).unwrap_or_default());
     out
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::*;
+use croissant::splitter::jpeg_size;
 use rustix::process::Signal;
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;

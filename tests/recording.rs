@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use croissant::splitter::jpeg_size;
 use rustix::process::Signal;
 
 fn config(keep: usize) -> String {

@@ -117,7 +117,7 @@ fn header(out: &mut Vec<u8>, first: &[u8]) {
     put_bytes(&mut info, id::WRITING_APP, b"croissant");
     put_bytes(out, id::INFO, &info);
 
-    let (width, height) = jpeg_size(first).unwrap_or((0, 0));
+    let (width, height) = crate::splitter::jpeg_size(first).unwrap_or((0, 0));
     let mut video = Vec::new();
     put_uint(&mut video, id::PIXEL_WIDTH, u64::from(width));
     put_uint(&mut video, id::PIXEL_HEIGHT, u64::from(height));
@@ -158,25 +158,6 @@ fn put_uint(out: &mut Vec<u8>, id: u32, value: u64) {
     put_bytes(out, id, &bytes[skip..]);
 }
 
-/// Width and height from a JPEG's SOF segment.
-fn jpeg_size(jpeg: &[u8]) -> Option<(u16, u16)> {
-    let mut i = 2;
-    while i + 9 < jpeg.len() {
-        if jpeg[i] != 0xFF {
-            return None;
-        }
-        let marker = jpeg[i + 1];
-        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
-        if matches!(marker, 0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF) {
-            let height = u16::from_be_bytes([jpeg[i + 5], jpeg[i + 6]]);
-            let width = u16::from_be_bytes([jpeg[i + 7], jpeg[i + 8]]);
-            return Some((width, height));
-        }
-        i += 2 + len;
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,7 +181,7 @@ mod tests {
     #[test]
     fn blocks_carry_offsets_and_clusters_roll_over() {
         let jpeg = crate::testpattern::render(0, SystemTime::now(), 64, 48, None);
-        assert_eq!(jpeg_size(&jpeg), Some((64, 48)));
+        assert_eq!(crate::splitter::jpeg_size(&jpeg), Some((64, 48)));
         let t0 = SystemTime::now();
         let mut mux = Muxer::new();
         let first = mux.frame(&jpeg, t0);

@@ -8,13 +8,12 @@
 //! still gives true durations. Fragmented MP4 means a power cut loses at most the last
 //! fragment.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_process::{Child, ChildStdin, Command, Stdio};
-use futures_lite::{AsyncBufReadExt, AsyncWriteExt, StreamExt, future};
+use futures_lite::{AsyncWriteExt, future};
 use serde::Deserialize;
 use tracing::{Instrument, debug, info, warn};
 
@@ -23,6 +22,8 @@ use crate::bus::Policy;
 use crate::mode::Mode;
 use crate::recordings::{Current, Recordings};
 use crate::shutdown::Signal;
+use crate::source::Backoff;
+use crate::stderr::Tail;
 
 mod mkv;
 
@@ -113,7 +114,7 @@ impl Recorder {
         let length = Duration::from_secs(self.config.segment_seconds);
         let mut segment: Option<Segment> = None;
         let mut retry_at = Instant::now();
-        let mut failures = 0u32;
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
         let mut reported_drops = 0;
         loop {
             let frame = crate::shutdown::unless(&disabled, frames.recv()).await;
@@ -145,8 +146,7 @@ impl Recorder {
                         segment = Some(started);
                     }
                     Err(error) => {
-                        failures += 1;
-                        let pause = backoff(failures);
+                        let pause = backoff.next_delay();
                         warn!(%error, retry_in_ms = pause.as_millis() as u64, "cannot start ffmpeg for a segment");
                         retry_at = Instant::now() + pause;
                         continue;
@@ -161,17 +161,15 @@ impl Recorder {
                 let tail = dead.finish().await;
                 recordings.set_current(None);
                 recordings.finished(&stem, length);
-                failures = if lived > Duration::from_secs(30) {
-                    1
-                } else {
-                    failures + 1
-                };
-                let pause = backoff(failures);
+                if lived > Duration::from_secs(30) {
+                    backoff.reset();
+                }
+                let pause = backoff.next_delay();
                 warn!(segment = %stem, %error, stderr = %tail, retry_in_ms = pause.as_millis() as u64, "ffmpeg died mid-segment; starting a new one");
                 retry_at = Instant::now() + pause;
                 continue;
             }
-            failures = 0;
+            backoff.reset();
             let dropped = frames.dropped();
             if dropped > reported_drops {
                 warn!(dropped, "ffmpeg is slower than the camera; frames were dropped");
@@ -189,10 +187,6 @@ impl Recorder {
     }
 }
 
-fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(500 * 2u64.pow(failures.saturating_sub(1).min(5))).min(Duration::from_secs(10))
-}
-
 /// One ffmpeg child writing one MP4 file.
 struct Segment {
     stem: String,
@@ -205,7 +199,7 @@ struct Segment {
     /// Arrival times of the last frame written and how many were written.
     last_at: SystemTime,
     frames: u64,
-    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_tail: Tail,
     stderr_task: Option<smol::Task<()>>,
 }
 
@@ -222,24 +216,11 @@ impl Segment {
             .spawn()
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run `{}`: {e}", config.ffmpeg)))?;
         let stdin = child.stdin.take();
-        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr_tail = Tail::default();
         let stderr_task = child.stderr.take().map(|stderr| {
-            let tail = stderr_tail.clone();
             let span = tracing::debug_span!("ffmpeg", segment = %stem);
-            crate::runtime::spawn(
-                async move {
-                    let mut lines = futures_lite::io::BufReader::new(stderr).lines();
-                    while let Some(Ok(line)) = lines.next().await {
-                        debug!("{line}");
-                        let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-                        if tail.len() == 5 {
-                            tail.pop_front();
-                        }
-                        tail.push_back(line);
-                    }
-                }
-                .instrument(span),
-            )
+            let follow = crate::stderr::follow(stderr, stderr_tail.clone(), |line| debug!("{line}"));
+            crate::runtime::spawn(follow.instrument(span))
         });
         info!(segment = %stem, pid = child.id(), "segment started");
         Ok(Segment {
@@ -305,14 +286,7 @@ impl Segment {
             })
             .await;
         }
-        let tail = self
-            .stderr_tail
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(" | ");
+        let tail = self.stderr_tail.joined();
         match status {
             Ok(status) if status.success() => {
                 let bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);

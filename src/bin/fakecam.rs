@@ -102,11 +102,5 @@ fn with_exif_thumbnail(jpeg: &[u8]) -> Vec<u8> {
     let thumb = testpattern::render(0, SystemTime::now(), 16, 16, None);
     let mut payload = b"Exif\0\0".to_vec();
     payload.extend_from_slice(&thumb);
-    let mut out = Vec::with_capacity(jpeg.len() + payload.len() + 4);
-    out.extend_from_slice(&jpeg[..2]);
-    out.extend_from_slice(&[0xFF, 0xE1]);
-    out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(&payload);
-    out.extend_from_slice(&jpeg[2..]);
-    out
+    testpattern::with_segment(jpeg, 0xE1, &payload)
 }

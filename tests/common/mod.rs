@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -288,25 +288,6 @@ pub fn comment_field(jpeg: &[u8], key: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// The width and height in a JPEG's SOF segment.
-pub fn jpeg_size(jpeg: &[u8]) -> Option<(u16, u16)> {
-    let mut i = 2;
-    while i + 9 < jpeg.len() {
-        if jpeg[i] != 0xFF {
-            return None;
-        }
-        let marker = jpeg[i + 1];
-        let len = u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize;
-        if (0xC0..=0xC3).contains(&marker) {
-            let h = u16::from_be_bytes([jpeg[i + 5], jpeg[i + 6]]);
-            let w = u16::from_be_bytes([jpeg[i + 7], jpeg[i + 8]]);
-            return Some((w, h));
-        }
-        i += 2 + len;
-    }
-    None
-}
-
 pub fn fakecam_config(extra_args: &str, source_extra: &str) -> String {
     format!(
         r#"
@@ -326,8 +307,4 @@ stop_grace_ms = 300
 type = "websocket"
 "#
     )
-}
-
-pub fn path_exists(p: &Path) -> bool {
-    p.exists()
 }
