@@ -13,9 +13,10 @@ use serde::Deserialize;
 use tide::{Body, Response, StatusCode};
 use tracing::info;
 
-use super::{Resource, Sink, SinkConfig, SinkContext};
+use super::{Resource, Sink, SinkConfig, SinkContext, ViewerSlot};
 use crate::bus::{Policy, Subscription};
 use crate::http::Routes;
+use crate::metrics::SinkStats;
 use crate::mode::Mode;
 
 const BOUNDARY: &str = "croissantframe";
@@ -81,9 +82,10 @@ impl MjpegSink {
         }
         info!(sink = %self.ctx.name, %peer, "MJPEG client connected");
         let parts = Parts {
-            subscription: self.ctx.bus.subscribe(Policy::Latest),
+            subscription: self.ctx.subscribe(Policy::Latest),
             pending: None,
-            _viewer: ViewerCount::new(&self.ctx),
+            stats: self.ctx.stats.clone(),
+            _viewer: self.ctx.viewer(),
         };
         let mut res = Response::new(StatusCode::Ok);
         res.set_body(Body::from_reader(futures_lite::io::BufReader::new(parts), None));
@@ -97,29 +99,14 @@ impl MjpegSink {
     }
 }
 
-/// Counts a client among the live viewers while it exists.
-struct ViewerCount(Arc<std::sync::atomic::AtomicUsize>);
-
-impl ViewerCount {
-    fn new(ctx: &SinkContext) -> Self {
-        ctx.viewers.fetch_add(1, Ordering::Relaxed);
-        ViewerCount(ctx.viewers.clone())
-    }
-}
-
-impl Drop for ViewerCount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// The response body: one part per frame, read from the client's queue as the
 /// connection drains. Dropped (unsubscribing) when the client goes away.
 struct Parts {
     subscription: Subscription,
     /// The part being sent: its header, its JPEG, and how much of both went out.
     pending: Option<(Vec<u8>, Bytes, usize)>,
-    _viewer: ViewerCount,
+    stats: Arc<SinkStats>,
+    _viewer: ViewerSlot,
 }
 
 impl futures_lite::AsyncRead for Parts {
@@ -144,6 +131,7 @@ impl futures_lite::AsyncRead for Parts {
                 }
                 if *sent == total {
                     this.pending = None;
+                    this.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 }
                 if n > 0 {
                     return Poll::Ready(Ok(n));

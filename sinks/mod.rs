@@ -8,7 +8,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dyn_clone::DynClone;
 use serde::de::DeserializeOwned;
@@ -16,9 +16,10 @@ use smol::Task;
 use toml::de::ValueDeserializer;
 use tracing::{Instrument, info};
 
-use crate::bus::Bus;
+use crate::bus::{Bus, Policy, Subscription};
 use crate::config::SinkEntry;
 use crate::http::Routes;
+use crate::metrics::{Metrics, SinkStats};
 use crate::mode::Mode;
 use crate::recordings::Recordings;
 use crate::shutdown::{self, Signal, Trigger};
@@ -110,12 +111,21 @@ pub struct SinkContext {
     pub recordings: Arc<Recordings>,
     /// Live viewers connected to any sink, for the dashboard.
     pub viewers: Arc<AtomicUsize>,
-    enabled: Arc<AtomicBool>,
+    /// The daemon's counters; [`Sinks::build`] registers each sink there.
+    pub metrics: Arc<Metrics>,
+    /// This sink's counters (and whether the mode enables it).
+    pub stats: Arc<SinkStats>,
 }
 
 impl SinkContext {
     /// What every sink shares; [`Sinks::build`] fills in each sink's name.
-    pub fn new(bus: Bus, shutdown: Signal, storage_dir: PathBuf, recordings: Arc<Recordings>) -> Self {
+    pub fn new(
+        bus: Bus,
+        shutdown: Signal,
+        storage_dir: PathBuf,
+        recordings: Arc<Recordings>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         SinkContext {
             name: String::new(),
             bus,
@@ -123,13 +133,50 @@ impl SinkContext {
             storage_dir,
             recordings,
             viewers: Arc::new(AtomicUsize::new(0)),
-            enabled: Arc::new(AtomicBool::new(false)),
+            metrics,
+            stats: Arc::default(),
         }
     }
 
     /// Whether the current mode enables this sink.
     pub fn is_enabled(&self) -> bool {
-        self.enabled.load(Ordering::SeqCst)
+        self.stats.enabled.load(Ordering::SeqCst)
+    }
+
+    /// Subscribes to the bus, counting what the queue skips in this sink's stats.
+    pub fn subscribe(&self, policy: Policy) -> Subscription {
+        self.bus
+            .subscribe_counted(policy, Some(self.stats.dropped.clone()))
+    }
+
+    /// Counts a viewer of this sink (and of the daemon) until the returned guard drops.
+    pub fn viewer(&self) -> ViewerSlot {
+        self.stats.viewers.fetch_add(1, Ordering::Relaxed);
+        self.viewers.fetch_add(1, Ordering::Relaxed);
+        ViewerSlot {
+            stats: self.stats.clone(),
+            viewers: self.viewers.clone(),
+        }
+    }
+}
+
+/// One counted viewer; see [`SinkContext::viewer`].
+pub struct ViewerSlot {
+    stats: Arc<SinkStats>,
+    viewers: Arc<AtomicUsize>,
+}
+
+impl ViewerSlot {
+    /// Viewers of all sinks, this one included.
+    pub fn total(&self) -> usize {
+        self.viewers.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ViewerSlot {
+    fn drop(&mut self) {
+        self.stats.viewers.fetch_sub(1, Ordering::Relaxed);
+        self.viewers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -155,7 +202,7 @@ struct Running {
     name: String,
     modes: Vec<Mode>,
     sink: Arc<dyn Sink>,
-    enabled: Arc<AtomicBool>,
+    stats: Arc<SinkStats>,
     active: Option<(Trigger, Task<()>)>,
 }
 
@@ -164,10 +211,10 @@ impl Sinks {
     pub fn build(entries: &[SinkEntry], shared: &SinkContext) -> Result<Sinks, String> {
         let mut sinks = Vec::new();
         for entry in entries {
-            let enabled = Arc::new(AtomicBool::new(false));
+            let stats = shared.metrics.sink(&entry.name, &entry.kind);
             let ctx = SinkContext {
                 name: entry.name.clone(),
-                enabled: enabled.clone(),
+                stats: stats.clone(),
                 ..shared.clone()
             };
             let sink = entry
@@ -178,7 +225,7 @@ impl Sinks {
                 name: entry.name.clone(),
                 modes: entry.modes.clone(),
                 sink,
-                enabled,
+                stats,
                 active: None,
             });
         }
@@ -202,12 +249,12 @@ impl Sinks {
                     let (trigger, disabled) = shutdown::signal();
                     let span = tracing::info_span!("sink", name = %running.name);
                     let task = crate::runtime::spawn(running.sink.clone().run(disabled).instrument(span));
-                    running.enabled.store(true, Ordering::SeqCst);
+                    running.stats.enabled.store(true, Ordering::SeqCst);
                     running.active = Some((trigger, task));
                     info!(sink = %running.name, "sink enabled");
                 }
                 (Some(_), false) => {
-                    running.enabled.store(false, Ordering::SeqCst);
+                    running.stats.enabled.store(false, Ordering::SeqCst);
                     if let Some((trigger, task)) = running.active.take() {
                         trigger.fire();
                         task.await;

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
@@ -77,7 +78,7 @@ impl Thumbnailer {
         if let Err(error) = std::fs::create_dir_all(&dir) {
             warn!(dir = %dir.display(), %error, "cannot create the thumbnails directory");
         }
-        let frames = self.ctx.bus.subscribe(Policy::Latest);
+        let frames = self.ctx.subscribe(Policy::Latest);
         let every = Duration::from_secs(self.config.every_seconds);
         let mut poster_for: Option<String> = None;
         let mut last_at = SystemTime::UNIX_EPOCH;
@@ -110,7 +111,10 @@ impl Thumbnailer {
             })
             .await;
             match written {
-                Ok(()) => debug!(thumbnail = %name, "thumbnail written"),
+                Ok(()) => {
+                    self.ctx.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    debug!(thumbnail = %name, "thumbnail written");
+                }
                 Err(error) => warn!(thumbnail = %name, %error, "cannot write thumbnail"),
             }
         }

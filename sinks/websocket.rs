@@ -179,8 +179,8 @@ async fn read_controls(
 
 impl WebSocketSink {
     async fn serve(&self, ws: WsStream, peer: SocketAddr) {
-        let viewers = self.ctx.viewers.fetch_add(1, Ordering::Relaxed) + 1;
-        info!(viewers, "viewer connected");
+        let slot = self.ctx.viewer();
+        info!(viewers = slot.total(), "viewer connected");
         // Frames go straight to the socket (see `send_frame`); tungstenite keeps the reading
         // side and the control frames it answers (pong, close).
         let mut raw = ws.get_ref().clone();
@@ -243,6 +243,7 @@ impl WebSocketSink {
                     if let Err(close) = outcome {
                         break close;
                     }
+                    self.ctx.stats.delivered.fetch_add(1, Ordering::Relaxed);
                     if let Some(sub) = &subscription {
                         let dropped = sub.dropped();
                         if dropped > last_dropped && slow.allow().is_some() {
@@ -256,7 +257,7 @@ impl WebSocketSink {
                         break Some((CloseCode::Policy, "live view is off in this mode"));
                     }
                     debug!("start");
-                    subscription = Some(self.ctx.bus.subscribe(Policy::Latest));
+                    subscription = Some(self.ctx.subscribe(Policy::Latest));
                 }
                 Event::Control(Control::Stop) if subscription.is_some() => {
                     debug!("stop");
@@ -277,8 +278,8 @@ impl WebSocketSink {
             None
         })
         .await;
-        let viewers = self.ctx.viewers.fetch_sub(1, Ordering::Relaxed) - 1;
-        info!(viewers, "viewer left");
+        drop(slot);
+        info!(viewers = self.ctx.viewers.load(Ordering::Relaxed), "viewer left");
         let _ = peer;
     }
 }

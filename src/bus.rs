@@ -55,6 +55,7 @@ struct Subscriber {
     tx: Sender<Frame>,
     policy: Policy,
     dropped: Arc<AtomicU64>,
+    tally: Option<Arc<AtomicU64>>,
 }
 
 impl Bus {
@@ -99,6 +100,9 @@ impl Bus {
                 Ok(dropped_one) => {
                     if dropped_one {
                         sub.dropped.fetch_add(1, Ordering::Relaxed);
+                        if let Some(tally) = &sub.tally {
+                            tally.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     true
                 }
@@ -115,6 +119,12 @@ impl Bus {
 
     /// Starts receiving frames. While the subscription lives, the source is wanted.
     pub fn subscribe(&self, policy: Policy) -> Subscription {
+        self.subscribe_counted(policy, None)
+    }
+
+    /// [`Bus::subscribe`], also adding every frame this queue skips to `tally` (a sink's
+    /// total across its viewers).
+    pub fn subscribe_counted(&self, policy: Policy, tally: Option<Arc<AtomicU64>>) -> Subscription {
         let capacity = match policy {
             Policy::Latest => 1,
             Policy::Fifo(n) => n.max(1),
@@ -127,6 +137,7 @@ impl Bus {
             tx,
             policy,
             dropped: dropped.clone(),
+            tally,
         });
         Subscription {
             id,

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::metrics::{Exporter, Metrics};
 use crate::mode::{Mode, ModeSwitch};
 use crate::recordings::Recordings;
 use crate::shutdown::{self, Signal};
@@ -54,6 +55,10 @@ pub struct AppState {
     pub recordings: Arc<Recordings>,
     /// Live viewers connected right now.
     pub viewers: Arc<AtomicUsize>,
+    /// The daemon's counters.
+    pub metrics: Arc<Metrics>,
+    /// Renders `/metrics`.
+    pub exporter: Arc<Exporter>,
 }
 
 /// The routes sinks and the core register before the server starts.
@@ -62,13 +67,19 @@ pub struct Routes {
     websockets: HashMap<String, WsHandler>,
     /// WebSocket connections being served, so shutdown can wait for their close frames.
     upgraded: AtomicUsize,
+    metrics: Arc<Metrics>,
 }
 
 impl Routes {
     /// The core routes: pages, assets and `/health`.
     pub fn new(state: AppState) -> Routes {
         let cors = state.config.server.cors_origin.clone();
+        let metrics = state.metrics.clone();
+        let counter = CountRequests {
+            known: Arc::new(known_paths(&state.config)),
+        };
         let mut app = tide::with_state(state);
+        app.with(counter);
         app.with(tide::utils::After(move |mut res: Response| {
             let cors = cors.clone();
             async move {
@@ -81,6 +92,7 @@ impl Routes {
         crate::web::routes(&mut app);
         app.at("/health").get(health);
         app.at("/api/status").get(status);
+        app.at("/metrics").get(metrics_text);
         app.at("/snapshot.jpg").get(snapshot);
         app.at("/settings")
             .get(get_settings)
@@ -91,6 +103,7 @@ impl Routes {
             app,
             websockets: HashMap::new(),
             upgraded: AtomicUsize::new(0),
+            metrics,
         }
     }
 
@@ -180,6 +193,77 @@ async fn status(req: Request<AppState>) -> tide::Result {
         },
     });
     json_response(StatusCode::Ok, &body)
+}
+
+/// `GET /metrics`: Prometheus text format. Rendered off the executor: it reads the disk's
+/// free space, which a hung filesystem could make slow.
+async fn metrics_text(req: Request<AppState>) -> tide::Result {
+    let exporter = req.state().exporter.clone();
+    let text = smol::unblock(move || exporter.render()).await;
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_body(text);
+    res.insert_header("Content-Type", crate::metrics::CONTENT_TYPE);
+    res.insert_header("Cache-Control", "no-store");
+    Ok(res)
+}
+
+/// Counts every request tide answers in `croissant_http_requests_total`.
+struct CountRequests {
+    /// Exact paths that are their own route label.
+    known: Arc<Vec<String>>,
+}
+
+#[tide::utils::async_trait]
+impl tide::Middleware<AppState> for CountRequests {
+    async fn handle(&self, req: Request<AppState>, next: tide::Next<'_, AppState>) -> tide::Result {
+        let route = route_label(req.url().path(), &self.known);
+        let metrics = req.state().metrics.clone();
+        let res = next.run(req).await;
+        metrics.http_request(route, u16::from(res.status()));
+        Ok(res)
+    }
+}
+
+/// The paths that label themselves: the core's and every sink's.
+fn known_paths(config: &Config) -> Vec<String> {
+    let mut known: Vec<String> = [
+        "/",
+        "/stream",
+        "/recordings",
+        "/health",
+        "/api/status",
+        "/api/replays",
+        "/metrics",
+        "/snapshot.jpg",
+        "/settings",
+    ]
+    .map(String::from)
+    .to_vec();
+    for entry in &config.sinks {
+        for resource in entry.config.resources() {
+            if let crate::sinks::Resource::HttpPath(path) = resource {
+                known.push(path);
+            }
+        }
+    }
+    known
+}
+
+/// The route a path belongs to, for metrics: a bounded set of labels whatever clients ask.
+fn route_label<'k>(path: &str, known: &'k [String]) -> &'k str {
+    if let Some(hit) = known.iter().find(|k| *k == path) {
+        return hit;
+    }
+    for (prefix, label) in [
+        ("/recordings/", "/recordings/:name"),
+        ("/thumbnails/", "/thumbnails/:name"),
+        ("/assets/", "/assets/:file"),
+    ] {
+        if path.starts_with(prefix) {
+            return label;
+        }
+    }
+    "other"
 }
 
 /// `GET /snapshot.jpg`: the newest frame, at most one frame interval old. With the camera
@@ -318,7 +402,8 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: Signal) {
 
 /// What the peeked request head asks for.
 enum Head {
-    WebSocket(WsHandler),
+    /// An upgrade on a sink's endpoint (the path, for metrics).
+    WebSocket(WsHandler, String),
     /// A request target with `..` (raw or percent-encoded): answered 400 before anything
     /// else sees it, rather than normalized into some other page.
     Reject,
@@ -336,6 +421,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, routes: &Routes) {
         Head::Closed => {}
         Head::Reject => {
             use futures_lite::AsyncWriteExt;
+            routes.metrics.http_request("other", 400);
             let mut stream = stream;
             let body = r#"{"error":"Invalid path"}"#;
             let response = format!(
@@ -345,10 +431,11 @@ async fn handle(stream: TcpStream, peer: SocketAddr, routes: &Routes) {
             let _ = stream.write_all(response.as_bytes()).await;
             let _ = stream.close().await;
         }
-        Head::WebSocket(handler) => {
+        Head::WebSocket(handler, path) => {
             let config = viewer_ws_config();
             match async_tungstenite::accept_async_with_config(stream, Some(config)).await {
                 Ok(ws) => {
+                    routes.metrics.http_request(&path, 101);
                     routes.upgraded.fetch_add(1, Ordering::SeqCst);
                     handler(ws, peer).await;
                     routes.upgraded.fetch_sub(1, Ordering::SeqCst);
@@ -412,7 +499,9 @@ fn route(req: &httparse::Request<'_, '_>, routes: &Routes) -> Head {
                 .eq_ignore_ascii_case("websocket")
     });
     match routes.websockets.get(path) {
-        Some(handler) if upgrade && req.method == Some("GET") => Head::WebSocket(handler.clone()),
+        Some(handler) if upgrade && req.method == Some("GET") => {
+            Head::WebSocket(handler.clone(), path.to_owned())
+        }
         _ => Head::Http,
     }
 }

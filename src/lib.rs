@@ -15,13 +15,15 @@
 //! - `sinks/recorder/`, `sinks/thumbnailer.rs`, `sinks/retention.rs`: continuous mode's
 //!   MP4 segments, thumbnails and clean-up, over the files [`recordings`] names.
 //! - [`http`]: one port for pages, `/health`, `/api/status`, `/settings`, `/snapshot.jpg`,
-//!   the replays API and WebSocket upgrades; [`state`] persists the mode.
+//!   the replays API and WebSocket upgrades; [`state`] persists the mode; [`metrics`]
+//!   exports the counters the paths above keep, for Prometheus.
 //! - [`shutdown`]: one signal, cloned into every task; [`runtime`]: the executor.
 #![warn(missing_docs)]
 
 pub mod bus;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod mode;
 pub mod net;
 pub mod ratelimit;
@@ -83,11 +85,13 @@ async fn daemon(config: Config) -> Result<(), Error> {
     let listener = http::bind(addr).map_err(|source| Error::Listen { addr, source })?;
 
     let recordings = Arc::new(recordings::Recordings::new(&config.storage.dir));
+    let metrics = Arc::new(metrics::Metrics::default());
     let shared = sinks::SinkContext::new(
         bus.clone(),
         shutdown.clone(),
         config.storage.dir.clone(),
         recordings.clone(),
+        metrics.clone(),
     );
     let viewers = shared.viewers.clone();
     let sinks = sinks::Sinks::build(&config.sinks, &shared).map_err(Error::Sink)?;
@@ -98,6 +102,13 @@ async fn daemon(config: Config) -> Result<(), Error> {
         })
         .mode;
     let modes = Arc::new(mode::ModeSwitch::new(mode, sinks, state_file));
+    let exporter = Arc::new(metrics::Exporter::new(metrics::Sources {
+        metrics: metrics.clone(),
+        status: status.clone(),
+        bus: bus.clone(),
+        mode: modes.clone(),
+        storage_dir: config.storage.dir.clone(),
+    }));
     let mut routes = http::Routes::new(http::AppState {
         config: config.clone(),
         bus: bus.clone(),
@@ -105,6 +116,8 @@ async fn daemon(config: Config) -> Result<(), Error> {
         mode: modes.clone(),
         recordings,
         viewers,
+        metrics,
+        exporter,
     });
     modes.sinks_routes(&mut routes).await;
     modes.start().await;

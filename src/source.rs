@@ -35,6 +35,21 @@ pub enum State {
     Backoff,
 }
 
+impl State {
+    /// Every state, for exporting one series each.
+    pub const ALL: [State; 4] = [State::Stopped, State::Starting, State::Running, State::Backoff];
+
+    /// The spelling `/health` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Stopped => "stopped",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Backoff => "backoff",
+        }
+    }
+}
+
 /// Shared, always-current view of the source for health checks and the dashboard.
 #[derive(Debug)]
 pub struct Status {

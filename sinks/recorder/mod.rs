@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_process::{Child, ChildStdin, Command, Stdio};
@@ -19,6 +20,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::{BoxFuture, Resource, Sink, SinkConfig, SinkContext};
 use crate::bus::Policy;
+use crate::metrics::SinkStats;
 use crate::mode::Mode;
 use crate::recordings::{Current, Recordings};
 use crate::shutdown::Signal;
@@ -110,8 +112,9 @@ impl Recorder {
         if let Err(error) = std::fs::create_dir_all(recordings.recordings_dir()) {
             warn!(dir = %recordings.recordings_dir().display(), %error, "cannot create the recordings directory");
         }
-        let frames = self.ctx.bus.subscribe(Policy::Fifo(self.config.queue_frames));
+        let frames = self.ctx.subscribe(Policy::Fifo(self.config.queue_frames));
         let length = Duration::from_secs(self.config.segment_seconds);
+        let stats = self.ctx.stats.clone();
         let mut segment: Option<Segment> = None;
         let mut retry_at = Instant::now();
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
@@ -126,9 +129,10 @@ impl Recorder {
             if expired && let Some(old) = segment.take() {
                 // The next segment starts below with this frame; this one finishes meanwhile.
                 let recordings = recordings.clone();
+                let stats = stats.clone();
                 crate::runtime::spawn(async move {
                     let (stem, length) = (old.stem.clone(), old.length());
-                    old.finish().await;
+                    old.finish(&stats).await;
                     recordings.finished(&stem, length);
                 })
                 .detach();
@@ -144,6 +148,7 @@ impl Recorder {
                             started: started.started,
                         }));
                         segment = Some(started);
+                        stats.up.store(true, Ordering::Relaxed);
                     }
                     Err(error) => {
                         let pause = backoff.next_delay();
@@ -158,7 +163,9 @@ impl Recorder {
                 let Some(dead) = segment.take() else { continue };
                 let lived = dead.opened.elapsed();
                 let (stem, length) = (dead.stem.clone(), dead.length());
-                let tail = dead.finish().await;
+                let tail = dead.finish(&stats).await;
+                stats.up.store(false, Ordering::Relaxed);
+                stats.restarts.fetch_add(1, Ordering::Relaxed);
                 recordings.set_current(None);
                 recordings.finished(&stem, length);
                 if lived > Duration::from_secs(30) {
@@ -169,6 +176,7 @@ impl Recorder {
                 retry_at = Instant::now() + pause;
                 continue;
             }
+            stats.delivered.fetch_add(1, Ordering::Relaxed);
             backoff.reset();
             let dropped = frames.dropped();
             if dropped > reported_drops {
@@ -180,9 +188,10 @@ impl Recorder {
             info!(segment = %last.stem, "finishing the segment");
             let (stem, length) = (last.stem.clone(), last.length());
             recordings.set_current(None);
-            last.finish().await;
+            last.finish(&stats).await;
             recordings.finished(&stem, length);
         }
+        stats.up.store(false, Ordering::Relaxed);
         recordings.set_current(None);
     }
 }
@@ -260,9 +269,9 @@ impl Segment {
     }
 
     /// Closes ffmpeg's stdin so it writes the last fragment and exits; signals it only if it
-    /// hangs. (ffmpeg reading a pipe ignores SIGTERM while the pipe stays open.) Returns
-    /// the tail of its stderr.
-    async fn finish(mut self) -> String {
+    /// hangs. (ffmpeg reading a pipe ignores SIGTERM while the pipe stays open.) Counts the
+    /// segment in `stats`; returns the tail of ffmpeg's stderr.
+    async fn finish(mut self, stats: &SinkStats) -> String {
         if let Some(mut stdin) = self.stdin.take() {
             let _ = stdin.close().await;
         }
@@ -287,11 +296,13 @@ impl Segment {
             .await;
         }
         let tail = self.stderr_tail.joined();
+        let bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        if bytes > 0 {
+            stats.segments.fetch_add(1, Ordering::Relaxed);
+            stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
         match status {
-            Ok(status) if status.success() => {
-                let bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
-                info!(segment = %self.stem, bytes, "segment finished");
-            }
+            Ok(status) if status.success() => info!(segment = %self.stem, bytes, "segment finished"),
             Ok(status) => warn!(segment = %self.stem, %status, stderr = %tail, "ffmpeg exited with an error"),
             Err(error) => warn!(segment = %self.stem, %error, "cannot get ffmpeg's exit status"),
         }

@@ -1,0 +1,362 @@
+//! `GET /metrics` in the Prometheus text format.
+//!
+//! The frame paths only bump plain atomics ([`SinkStats`], the source's [`Status`]); this
+//! module reads them when Prometheus scrapes, through a prometheus-client collector. That
+//! keeps the per-frame cost at one relaxed add and puts all naming and formatting here.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::bus::Bus;
+use crate::mode::{Mode, ModeSwitch};
+use crate::source::{State, Status};
+
+/// The `Content-Type` of what [`Metrics::render`] returns.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// What one sink counts as it works. Fields a kind of sink has no use for stay zero and are
+/// not exported for it.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Whether the current mode enables the sink.
+    pub enabled: AtomicBool,
+    /// Frames the sink passed on: to a viewer's socket, to ffmpeg, into a thumbnail.
+    pub delivered: AtomicU64,
+    /// Frames its queues skipped because the sink (or one of its viewers) was too slow.
+    /// Shared with its bus subscriptions, which bump it.
+    pub dropped: Arc<AtomicU64>,
+    /// Viewers connected right now.
+    pub viewers: AtomicU64,
+    /// Recording segments finished.
+    pub segments: AtomicU64,
+    /// Bytes written to disk.
+    pub bytes: AtomicU64,
+    /// Times its child process (ffmpeg) had to be started again after a failure.
+    pub restarts: AtomicU64,
+    /// Whether its child process is running right now.
+    pub up: AtomicBool,
+}
+
+/// Labels of one sink's series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+    r#type: String,
+}
+
+/// Labels of the HTTP request counter. Routes are patterns (`/recordings/:name`), never raw
+/// paths, so a client cannot grow the series without bound.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HttpLabels {
+    route: String,
+    status: u16,
+}
+
+/// Every sink's stats and the HTTP tallies; one per daemon.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    sinks: Mutex<Vec<(SinkLabels, Arc<SinkStats>)>>,
+    http: Family<HttpLabels, Counter>,
+}
+
+impl Metrics {
+    /// Registers a sink; its stats are exported from now on.
+    pub fn sink(&self, name: &str, kind: &str) -> Arc<SinkStats> {
+        let stats = Arc::new(SinkStats::default());
+        let labels = SinkLabels {
+            sink: name.to_owned(),
+            r#type: kind.to_owned(),
+        };
+        lock(&self.sinks).push((labels, stats.clone()));
+        stats
+    }
+
+    /// Counts one answered request.
+    pub fn http_request(&self, route: &str, status: u16) {
+        self.http
+            .get_or_create(&HttpLabels {
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
+    fn sinks(&self) -> Vec<(SinkLabels, Arc<SinkStats>)> {
+        lock(&self.sinks).clone()
+    }
+}
+
+/// What the collector reads at scrape time besides [`Metrics`].
+#[derive(Clone)]
+pub struct Sources {
+    /// The daemon's counters.
+    pub metrics: Arc<Metrics>,
+    /// The camera's state.
+    pub status: Arc<Status>,
+    /// Who wants frames.
+    pub bus: Bus,
+    /// The current mode.
+    pub mode: Arc<ModeSwitch>,
+    /// `[storage] dir`, for disk space.
+    pub storage_dir: PathBuf,
+}
+
+/// The registry `/metrics` renders; built once.
+#[derive(Debug)]
+pub struct Exporter {
+    registry: Registry,
+}
+
+impl Exporter {
+    /// A registry with everything under the `croissant_` prefix.
+    pub fn new(sources: Sources) -> Exporter {
+        let mut registry = Registry::with_prefix("croissant");
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route and status (WebSocket upgrades count as 101)",
+            sources.metrics.http.clone(),
+        );
+        registry.register_collector(Box::new(sources));
+        Exporter { registry }
+    }
+
+    /// The whole exposition, in the Prometheus text format (0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources")
+            .field("metrics", &self.metrics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector for Sources {
+    fn encode(&self, mut out: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snap = self.status.snapshot();
+        gauge_with(
+            &mut out,
+            "build_info",
+            "Always 1; the version is in the label",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1,
+        )?;
+        gauge(
+            &mut out,
+            "uptime_seconds",
+            "Seconds since the daemon started",
+            self.status.started_at().elapsed().as_secs(),
+        )?;
+        let current = self.mode.current();
+        let mut family = out.encode_descriptor("mode", "1 for the current mode", None, MetricType::Gauge)?;
+        for mode in Mode::ALL {
+            ConstGauge::new(i64::from(mode == current))
+                .encode(family.encode_family(&[("mode", mode.as_str())])?)?;
+        }
+
+        counter(
+            &mut out,
+            "source_frames_read",
+            "Frames read from the camera",
+            snap.frames,
+        )?;
+        counter(
+            &mut out,
+            "source_restarts",
+            "Camera process restarts after it died or stalled",
+            snap.restarts,
+        )?;
+        gauge(
+            &mut out,
+            "source_up",
+            "1 while frames flow from the camera",
+            u64::from(snap.state == State::Running),
+        )?;
+        gauge(
+            &mut out,
+            "source_wanted",
+            "1 while anything wants frames (a viewer, or a recording sink in continuous mode)",
+            u64::from(self.bus.demand().is_wanted()),
+        )?;
+        let mut family = out.encode_descriptor(
+            "source_state",
+            "1 for the camera's current life-cycle state",
+            None,
+            MetricType::Gauge,
+        )?;
+        for state in State::ALL {
+            ConstGauge::new(i64::from(state == snap.state))
+                .encode(family.encode_family(&[("state", state.as_str())])?)?;
+        }
+        let fps = out.encode_descriptor(
+            "source_fps",
+            "Frames per second over the last two seconds",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(snap.fps).encode(fps)?;
+        if let Some(age) = snap.last_frame_age_ms {
+            let metric = out.encode_descriptor(
+                "source_last_frame_age_seconds",
+                "Seconds since the last frame from the camera",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(age as f64 / 1000.0).encode(metric)?;
+        }
+
+        self.encode_sinks(&mut out)?;
+
+        if let Some((free, total)) = crate::recordings::disk_space(&self.storage_dir) {
+            gauge(
+                &mut out,
+                "disk_free_bytes",
+                "Bytes available to the daemon on the storage filesystem",
+                free,
+            )?;
+            gauge(
+                &mut out,
+                "disk_size_bytes",
+                "Size of the storage filesystem",
+                total,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One per-sink series: which kinds of sink export it, and which stat it reads.
+struct SinkSeries {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    /// The sink `type`s that have it; empty for all.
+    types: &'static [&'static str],
+    pick: fn(&SinkStats) -> u64,
+}
+
+const SINK_SERIES: [SinkSeries; 8] = [
+    SinkSeries {
+        name: "sink_enabled",
+        help: "1 while the current mode enables the sink",
+        kind: MetricType::Gauge,
+        types: &[],
+        pick: |s| u64::from(s.enabled.load(Ordering::Relaxed)),
+    },
+    SinkSeries {
+        name: "sink_frames_delivered",
+        help: "Frames a sink passed on (to each viewer, to ffmpeg, into a thumbnail)",
+        kind: MetricType::Counter,
+        types: &[],
+        pick: |s| s.delivered.load(Ordering::Relaxed),
+    },
+    SinkSeries {
+        name: "sink_frames_dropped",
+        help: "Frames a sink's queues skipped because it or a viewer was too slow",
+        kind: MetricType::Counter,
+        types: &[],
+        pick: |s| s.dropped.load(Ordering::Relaxed),
+    },
+    SinkSeries {
+        name: "viewers",
+        help: "Viewers connected right now, by sink and kind",
+        kind: MetricType::Gauge,
+        types: &["websocket", "http-mjpeg"],
+        pick: |s| s.viewers.load(Ordering::Relaxed),
+    },
+    SinkSeries {
+        name: "recorder_segments",
+        help: "Recording segments finished",
+        kind: MetricType::Counter,
+        types: &["recorder"],
+        pick: |s| s.segments.load(Ordering::Relaxed),
+    },
+    SinkSeries {
+        name: "recorder_bytes",
+        help: "Bytes of recordings written",
+        kind: MetricType::Counter,
+        types: &["recorder"],
+        pick: |s| s.bytes.load(Ordering::Relaxed),
+    },
+    SinkSeries {
+        name: "ffmpeg_restarts",
+        help: "Times a sink's ffmpeg was started again after it failed",
+        kind: MetricType::Counter,
+        types: &["recorder", "relay"],
+        pick: |s| s.restarts.load(Ordering::Relaxed),
+    },
+    SinkSeries {
+        name: "ffmpeg_up",
+        help: "1 while a sink's ffmpeg runs",
+        kind: MetricType::Gauge,
+        types: &["recorder", "relay"],
+        pick: |s| u64::from(s.up.load(Ordering::Relaxed)),
+    },
+];
+
+impl Sources {
+    fn encode_sinks(&self, out: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let sinks = self.metrics.sinks();
+        for series in &SINK_SERIES {
+            let chosen: Vec<_> = sinks
+                .iter()
+                .filter(|(labels, _)| {
+                    series.types.is_empty() || series.types.contains(&labels.r#type.as_str())
+                })
+                .collect();
+            if chosen.is_empty() {
+                continue;
+            }
+            let mut family = out.encode_descriptor(series.name, series.help, None, series.kind)?;
+            for (labels, stats) in chosen {
+                let value = (series.pick)(stats);
+                let metric = family.encode_family(labels)?;
+                match series.kind {
+                    MetricType::Counter => ConstCounter::new(value).encode(metric)?,
+                    _ => ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(metric)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn counter(out: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
+    let metric = out.encode_descriptor(name, help, None, MetricType::Counter)?;
+    ConstCounter::new(value).encode(metric)
+}
+
+fn gauge(out: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
+    let metric = out.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(metric)
+}
+
+fn gauge_with(
+    out: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    labels: &[(&str, &str)],
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let mut family = out.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(family.encode_family(&labels)?)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
