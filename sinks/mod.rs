@@ -25,7 +25,9 @@ use crate::recordings::Recordings;
 use crate::shutdown::{self, Signal, Trigger};
 
 pub mod mjpeg;
+pub mod mkv;
 pub mod recorder;
+pub mod relay;
 pub mod retention;
 pub mod thumbnailer;
 pub mod websocket;
@@ -43,6 +45,7 @@ pub const FACTORIES: &[(&str, Factory)] = &[
     ("recorder", parse::<recorder::Config>),
     ("thumbnailer", parse::<thumbnailer::Config>),
     ("retention", parse::<retention::Config>),
+    ("relay", parse::<relay::Config>),
 ];
 
 fn parse<T: SinkConfig + DeserializeOwned + 'static>(

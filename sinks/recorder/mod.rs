@@ -27,7 +27,7 @@ use crate::shutdown::Signal;
 use crate::source::Backoff;
 use crate::stderr::Tail;
 
-mod mkv;
+use super::mkv;
 
 /// `type = "recorder"`
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +65,28 @@ pub enum Codec {
     Libx264,
     /// The Raspberry Pi's hardware encoder.
     H264V4l2m2m,
+}
+
+impl Codec {
+    /// ffmpeg's encoder options. `bitrate_kbps` caps the rate for streaming; without it
+    /// x264 aims at a constant quality, which suits files.
+    pub fn args(self, bitrate_kbps: Option<usize>) -> Vec<String> {
+        // zerolatency keeps x264 from holding frames back.
+        let mut args = match self {
+            Codec::Libx264 => "-c:v libx264 -preset veryfast -tune zerolatency -pix_fmt yuv420p",
+            Codec::H264V4l2m2m => "-c:v h264_v4l2m2m -pix_fmt yuv420p",
+        }
+        .split(' ')
+        .map(String::from)
+        .collect::<Vec<_>>();
+        let rate = match (self, bitrate_kbps) {
+            (_, Some(kbps)) => format!("-b:v {kbps}k -maxrate {kbps}k -bufsize {}k", kbps * 2),
+            (Codec::Libx264, None) => "-crf 23".to_owned(),
+            (Codec::H264V4l2m2m, None) => "-b:v 4M".to_owned(),
+        };
+        args.extend(rate.split(' ').map(String::from));
+        args
+    }
 }
 
 fn default_segment_seconds() -> u64 {
@@ -320,12 +342,8 @@ fn ffmpeg_args(config: &Config, path: &std::path::Path) -> Vec<String> {
         "-hide_banner -loglevel error -probesize 4096 -analyzeduration 0 \
          -f matroska -i pipe:0 -an -fps_mode passthrough",
     );
-    // A keyframe every 2 s, so fragments (and what a power cut can lose) stay short;
-    // zerolatency keeps x264 from holding frames back.
-    args.extend(words(match config.codec {
-        Codec::Libx264 => "-c:v libx264 -preset veryfast -tune zerolatency -crf 23 -pix_fmt yuv420p",
-        Codec::H264V4l2m2m => "-c:v h264_v4l2m2m -b:v 4M -pix_fmt yuv420p",
-    }));
+    args.extend(config.codec.args(None));
+    // A keyframe every 2 s, so fragments (and what a power cut can lose) stay short.
     args.extend(words("-force_key_frames expr:gte(t,n_forced*2)"));
     args.extend(config.extra_args.iter().cloned());
     // Each fragment goes to disk as soon as it is complete.

@@ -45,7 +45,7 @@ const UNKNOWN_SIZE: [u8; 8] = [0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
 const CLUSTER_MS: u64 = 10_000;
 
 /// Turns frames into a Matroska byte stream, one call per frame.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Muxer {
     start: Option<SystemTime>,
     last_ms: Option<u64>,
@@ -55,11 +55,7 @@ pub struct Muxer {
 impl Muxer {
     /// A muxer whose first frame will be at time 0.
     pub fn new() -> Self {
-        Muxer {
-            start: None,
-            last_ms: None,
-            cluster_ms: None,
-        }
+        Self::default()
     }
 
     /// The bytes that carry `jpeg`, arrived at `at`: the stream header before the first

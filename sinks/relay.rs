@@ -1,0 +1,391 @@
+//! The relay: pushes the camera as H.264 to a media server (nginx-rtmp, MediaMTX, a cloud
+//! ingest) that fans out to more viewers than one board can serve.
+//!
+//! Like the recorder, it feeds an `ffmpeg` child from the bus in Matroska with the frames'
+//! arrival times. The server going away makes ffmpeg exit; the relay starts it again with
+//! backoff, from the newest frames (nothing stale is replayed), so the stream resumes
+//! seconds after the server is back. A server that accepts the connection and then stops
+//! reading is caught by a write timeout.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use async_process::{Child, ChildStdin, Command, Stdio};
+use futures_lite::{AsyncWriteExt, future};
+use serde::Deserialize;
+use tracing::{Instrument, debug, info, warn};
+
+use super::mkv;
+use super::recorder::Codec;
+use super::{BoxFuture, Sink, SinkConfig, SinkContext};
+use crate::bus::{Policy, Subscription};
+use crate::mode::Mode;
+use crate::shutdown::Signal;
+use crate::source::Backoff;
+use crate::stderr::Tail;
+
+/// `type = "relay"`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where to push: `rtmp://`, `rtmps://`, `rtsp://`, `rtsps://` or `srt://`.
+    #[serde(deserialize_with = "push_url")]
+    pub url: String,
+    /// Video encoder.
+    #[serde(default)]
+    pub codec: Codec,
+    /// Target bitrate.
+    #[serde(
+        default = "default_bitrate_kbps",
+        deserialize_with = "crate::config::count::<_, 100, 50000>"
+    )]
+    pub bitrate_kbps: usize,
+    /// Scale the stream to this size, `"WIDTHxHEIGHT"` (default: the camera's size).
+    #[serde(default, deserialize_with = "output_size")]
+    pub size: Option<(u32, u32)>,
+    /// Frames buffered for ffmpeg before new ones are dropped (and counted).
+    #[serde(
+        default = "default_queue_frames",
+        deserialize_with = "crate::config::count::<_, 1, 1000>"
+    )]
+    pub queue_frames: usize,
+    /// A write to ffmpeg blocked this long means the server stopped reading: restart.
+    #[serde(
+        default = "default_write_timeout_seconds",
+        deserialize_with = "crate::config::seconds::<_, 1, 600>"
+    )]
+    pub write_timeout_seconds: u64,
+    /// The ffmpeg program.
+    #[serde(default = "default_ffmpeg")]
+    pub ffmpeg: String,
+    /// Extra output options for ffmpeg.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+fn default_bitrate_kbps() -> usize {
+    2000
+}
+fn default_queue_frames() -> usize {
+    30
+}
+fn default_write_timeout_seconds() -> u64 {
+    10
+}
+fn default_ffmpeg() -> String {
+    "ffmpeg".into()
+}
+
+/// The URL schemes ffmpeg can push to, with the container each one needs.
+const SCHEMES: [(&str, &str); 5] = [
+    ("rtmp://", "flv"),
+    ("rtmps://", "flv"),
+    ("rtsp://", "rtsp"),
+    ("rtsps://", "rtsp"),
+    ("srt://", "mpegts"),
+];
+
+fn push_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let url = String::deserialize(d)?;
+    if container_for(&url).is_none() {
+        let schemes: Vec<&str> = SCHEMES.iter().map(|(s, _)| *s).collect();
+        return Err(serde::de::Error::custom(format!(
+            "`{url}` is not a push URL; it must start with one of {}",
+            schemes.join(", ")
+        )));
+    }
+    Ok(url)
+}
+
+fn container_for(url: &str) -> Option<&'static str> {
+    let lower = url.to_ascii_lowercase();
+    SCHEMES
+        .iter()
+        .find(|(scheme, _)| lower.starts_with(scheme) && lower.len() > scheme.len())
+        .map(|(_, container)| *container)
+}
+
+fn output_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<(u32, u32)>, D::Error> {
+    let text = String::deserialize(d)?;
+    let even = |n: &str| n.parse::<u32>().ok().filter(|n| (16..=7680).contains(n) && n % 2 == 0);
+    match text.split_once('x').map(|(w, h)| (even(w), even(h))) {
+        Some((Some(w), Some(h))) => Ok(Some((w, h))),
+        _ => Err(serde::de::Error::custom(format!(
+            "`{text}` is not a size like \"1280x720\" (even numbers of pixels, 16 to 7680)"
+        ))),
+    }
+}
+
+impl SinkConfig for Config {
+    /// Like the recorder: pushing keeps the camera on, which on-demand mode exists to avoid.
+    /// List `"on-demand"` in `modes` to push in both.
+    fn default_modes(&self) -> &'static [Mode] {
+        &[Mode::Continuous]
+    }
+
+    fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, String> {
+        Ok(Arc::new(Relay {
+            config: self.clone(),
+            ctx,
+        }))
+    }
+}
+
+/// The running relay sink.
+pub struct Relay {
+    config: Config,
+    ctx: SinkContext,
+}
+
+impl Sink for Relay {
+    fn run(self: Arc<Self>, disabled: Signal) -> BoxFuture<()> {
+        Box::pin(async move { self.relay(disabled).await })
+    }
+}
+
+/// Why one ffmpeg run ended.
+enum Ended {
+    /// The mode disabled the sink (or the daemon stops).
+    Disabled,
+    /// ffmpeg failed; the text says how.
+    Failed(String),
+}
+
+impl Relay {
+    async fn relay(&self, disabled: Signal) {
+        let stats = self.ctx.stats.clone();
+        let frames = self.ctx.subscribe(Policy::Fifo(self.config.queue_frames));
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+        let target = redacted(&self.config.url);
+        loop {
+            // Start from what the camera sends now, not what queued while ffmpeg was down.
+            while frames.try_recv().is_some() {}
+            let started = Instant::now();
+            let ended = match self.spawn() {
+                Ok(child) => {
+                    info!(url = %target, pid = child.id(), "relay started");
+                    stats.up.store(true, Ordering::Relaxed);
+                    let ended = self.push(child, &frames, &disabled).await;
+                    stats.up.store(false, Ordering::Relaxed);
+                    ended
+                }
+                Err(error) => Ended::Failed(error.to_string()),
+            };
+            let Ended::Failed(why) = ended else { break };
+            stats.restarts.fetch_add(1, Ordering::Relaxed);
+            if started.elapsed() > Duration::from_secs(60) {
+                backoff.reset();
+            }
+            let pause = backoff.next_delay();
+            warn!(url = %target, error = %why, retry_in_ms = pause.as_millis() as u64, "relay failed");
+            let slept = crate::shutdown::unless(&disabled, smol::Timer::after(pause)).await;
+            if slept.is_none() {
+                break;
+            }
+        }
+        info!(url = %target, "relay stopped");
+    }
+
+    fn spawn(&self) -> std::io::Result<Child> {
+        Command::new(&self.config.ffmpeg)
+            .args(ffmpeg_args(&self.config))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run `{}`: {e}", self.config.ffmpeg)))
+    }
+
+    /// Feeds one ffmpeg until it exits, stops reading, or the sink is disabled.
+    async fn push(&self, mut child: Child, frames: &Subscription, disabled: &Signal) -> Ended {
+        let tail = Tail::default();
+        let (url, shown) = (self.config.url.clone(), redacted(&self.config.url));
+        let stderr_task = child.stderr.take().map(|stderr| {
+            let span = tracing::debug_span!("ffmpeg");
+            let follow = crate::stderr::follow(stderr, tail.clone(), move |line| {
+                debug!("{}", line.replace(&url, &shown));
+            });
+            crate::runtime::spawn(follow.instrument(span))
+        });
+        let Some(mut stdin) = child.stdin.take() else {
+            return Ended::Failed("ffmpeg has no stdin".into());
+        };
+        let mut muxer = mkv::Muxer::new();
+        let write_timeout = Duration::from_secs(self.config.write_timeout_seconds);
+        let failure = loop {
+            let next = async { Step::Frame(frames.recv().await) };
+            let exited = async { Step::Exited(child.status().await) };
+            let stop = async {
+                disabled.wait().await;
+                Step::Stop
+            };
+            match future::or(stop, future::or(next, exited)).await {
+                Step::Stop => {
+                    finish(child, stdin).await;
+                    return Ended::Disabled;
+                }
+                Step::Exited(status) => break describe_exit(status),
+                Step::Frame(frame) => {
+                    let bytes = muxer.frame(&frame.jpeg, frame.at);
+                    match write_within(&mut stdin, &bytes, write_timeout).await {
+                        Ok(()) => self.ctx.stats.delivered.fetch_add(1, Ordering::Relaxed),
+                        Err(error) => break error,
+                    };
+                }
+            }
+        };
+        drop(stdin);
+        let _ = child.kill();
+        let _ = child.status().await;
+        if let Some(task) = stderr_task {
+            future::or(task, async {
+                smol::Timer::after(Duration::from_secs(1)).await;
+            })
+            .await;
+        }
+        // ffmpeg names the URL in its errors; keep the stream key out of the log.
+        let tail = tail
+            .joined()
+            .replace(&self.config.url, &redacted(&self.config.url));
+        Ended::Failed(if tail.is_empty() {
+            failure
+        } else {
+            format!("{failure}: {tail}")
+        })
+    }
+}
+
+/// What woke a feeding loop.
+enum Step {
+    Frame(crate::bus::Frame),
+    Exited(std::io::Result<std::process::ExitStatus>),
+    Stop,
+}
+
+fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(status) => format!("ffmpeg exited ({status})"),
+        Err(error) => format!("cannot wait for ffmpeg: {error}"),
+    }
+}
+
+async fn write_within(stdin: &mut ChildStdin, bytes: &[u8], limit: Duration) -> Result<(), String> {
+    let write = async {
+        stdin
+            .write_all(bytes)
+            .await
+            .map_err(|e| format!("ffmpeg stopped reading: {e}"))
+    };
+    let timeout = async {
+        smol::Timer::after(limit).await;
+        Err(format!(
+            "ffmpeg accepted no data for {} s (the server stopped reading?)",
+            limit.as_secs()
+        ))
+    };
+    future::or(write, timeout).await
+}
+
+/// Ends the stream cleanly (ffmpeg flushes and closes the connection when its input
+/// ends), killing ffmpeg if it takes too long.
+async fn finish(mut child: Child, mut stdin: ChildStdin) {
+    let _ = stdin.close().await;
+    drop(stdin);
+    let waited = future::or(async { Some(child.status().await) }, async {
+        smol::Timer::after(Duration::from_secs(5)).await;
+        None
+    })
+    .await;
+    if waited.is_none() {
+        let _ = child.kill();
+        let _ = child.status().await;
+    }
+}
+
+/// The URL for logs: scheme, host and first path segment (the application). Credentials,
+/// stream keys (often the last segment) and query strings are hidden.
+fn redacted(url: &str) -> String {
+    let base = url.split('?').next().unwrap_or(url);
+    let (scheme, rest) = base.split_at(base.find("://").map_or(0, |i| i + 3));
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority
+        .rsplit_once('@')
+        .map_or_else(|| authority.to_owned(), |(_, host)| format!("***@{host}"));
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    let app = segments.next().map(|app| format!("/{app}")).unwrap_or_default();
+    let hidden = segments.next().is_some() || base.len() < url.len();
+    format!("{scheme}{host}{app}{}", if hidden { "/***" } else { "" })
+}
+
+/// The ffmpeg command line: Matroska MJPEG with arrival times in, H.264 out to the server.
+fn ffmpeg_args(config: &Config) -> Vec<String> {
+    let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+    let mut args = words(
+        "-hide_banner -loglevel error -probesize 4096 -analyzeduration 0 \
+         -f matroska -i pipe:0 -an -fps_mode passthrough",
+    );
+    if let Some((width, height)) = config.size {
+        args.push("-vf".into());
+        args.push(format!("scale={width}:{height}"));
+    }
+    args.extend(config.codec.args(Some(config.bitrate_kbps)));
+    // A keyframe every 2 s: a player joining (or the server coming back) waits at most that.
+    args.extend(words("-force_key_frames expr:gte(t,n_forced*2)"));
+    args.extend(config.extra_args.iter().cloned());
+    let container = container_for(&config.url).unwrap_or("flv");
+    if container == "rtsp" {
+        args.extend(words("-rtsp_transport tcp"));
+    }
+    args.extend(words(&format!("-flush_packets 1 -f {container}")));
+    args.push(config.url.clone());
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    #[test]
+    fn url_picks_the_container() {
+        let rtmp = parse(r#"url = "rtmp://127.0.0.1/live/cam""#).expect("rtmp");
+        let args = ffmpeg_args(&rtmp).join(" ");
+        assert!(args.ends_with("-f flv rtmp://127.0.0.1/live/cam"), "{args}");
+        assert!(args.contains("-b:v 2000k"), "{args}");
+        let rtsp = parse("url = \"rtsp://m:8554/cam\"\nsize = \"640x360\"").expect("rtsp");
+        let args = ffmpeg_args(&rtsp).join(" ");
+        assert!(args.contains("-vf scale=640:360"), "{args}");
+        assert!(args.contains("-rtsp_transport tcp -flush_packets 1 -f rtsp rtsp://m:8554/cam"));
+    }
+
+    #[test]
+    fn bad_urls_and_sizes_are_refused() {
+        for bad in [
+            r#"url = "http://x/y""#,
+            r#"url = "rtmp://""#,
+            r#"url = "/tmp/file.flv""#,
+            "url = \"rtmp://x/y\"\nsize = \"641x360\"",
+            "url = \"rtmp://x/y\"\nsize = \"640\"",
+            "url = \"rtmp://x/y\"\nsize = \"640x\"",
+            "url = \"rtmp://x/y\"\nbitrate_kbps = 5",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn logs_never_show_credentials() {
+        assert_eq!(redacted("rtmp://a.b/live/streamkey"), "rtmp://a.b/live/***");
+        assert_eq!(redacted("rtmp://user:pw@a.b/live"), "rtmp://***@a.b/live");
+        assert_eq!(redacted("rtsp://m:8554"), "rtsp://m:8554");
+        assert_eq!(
+            redacted("rtmps://ingest/app?key=SECRET"),
+            "rtmps://ingest/app/***"
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! The relay sink against a real media server: Debian's nginx with its RTMP module, on
+//! loopback (`scripts/test` installs both).
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const NGINX: &str = "/usr/sbin/nginx";
+const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+
+/// One nginx process (no master, no daemon) serving RTMP on a loopback port.
+struct Nginx {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    fn start(dir: &std::path::Path, port: u16) -> Nginx {
+        for needed in [NGINX, RTMP_MODULE] {
+            assert!(
+                std::path::Path::new(needed).exists(),
+                "{needed} is missing: install nginx and libnginx-mod-rtmp (scripts/test does)"
+            );
+        }
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "load_module {RTMP_MODULE};\n\
+                 daemon off;\nmaster_process off;\n\
+                 error_log {dir}/error.log info;\npid {dir}/nginx.pid;\n\
+                 events {{}}\n\
+                 rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; }} }} }}\n",
+                dir = dir.display()
+            ),
+        )
+        .expect("write nginx.conf");
+        let child = Command::new(NGINX)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let nginx = Nginx {
+            child,
+            dir: dir.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not listen: {}", nginx.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        nginx
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What ffprobe sees at `url`: codec, width and height of the first video stream. ffprobe
+/// is killed if it hangs (an RTMP play with no publisher waits forever).
+fn probe(url: &str) -> Option<(String, u64, u64)> {
+    let mut child = Command::new("ffprobe")
+        // The RTMP client announces audio that never comes; a tiny probe size makes ffprobe
+        // report the video stream instead of waiting for it.
+        .args(["-v", "error", "-probesize", "32", "-analyzeduration", "1000000"])
+        .args([
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,width,height",
+        ])
+        .args(["-of", "json", url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run ffprobe");
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        match child.try_wait().expect("ffprobe status") {
+            Some(_) => break,
+            None if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut out).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&out).ok()?;
+    let stream = json.get("streams")?.get(0)?;
+    Some((
+        stream.get("codec_name")?.as_str()?.to_owned(),
+        stream.get("width")?.as_u64()?,
+        stream.get("height")?.as_u64()?,
+    ))
+}
+
+/// Probes until the stream is there, or fails the test after `within`.
+fn wait_for_stream(url: &str, within: Duration, nginx: &Nginx, daemon: &Daemon) -> (String, u64, u64) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(found) = probe(url) {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stream at {url} within {within:?}\nnginx: {}\ndaemon: {}",
+            nginx.log(),
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn metric(daemon: &Daemon, series: &str) -> f64 {
+    let (_, text) = daemon.get("/metrics");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+#[test]
+fn relay_pushes_h264_of_the_configured_size_and_resumes_after_the_server_restarts() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let rtmp_port = free_port();
+    let mut nginx = Nginx::start(scratch.path(), rtmp_port);
+    let url = format!("rtmp://127.0.0.1:{rtmp_port}/live/cam");
+    let daemon = Daemon::start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+[storage]
+dir = "{{dir}}"
+[mode]
+default = "continuous"
+[source]
+kind = "command"
+command = ["{{fakecam}}", "--fps", "15", "--width", "320", "--height", "240"]
+[sinks.live]
+type = "websocket"
+[sinks.relay]
+type = "relay"
+url = "{url}"
+size = "256x144"
+bitrate_kbps = 500
+"#
+    ));
+
+    let (codec, width, height) = wait_for_stream(&url, Duration::from_secs(30), &nginx, &daemon);
+    assert_eq!((codec.as_str(), width, height), ("h264", 256, 144));
+    assert_eq!(
+        metric(&daemon, "croissant_ffmpeg_up{sink=\"relay\",type=\"relay\"}"),
+        1.0
+    );
+
+    let mut viewer = daemon.viewer("/");
+    viewer.send("start");
+    viewer.frame();
+
+    // The server dies: ffmpeg fails and is restarted with backoff; live view goes on.
+    nginx.kill();
+    let before = frame_seq(&viewer.frame());
+    let outage = Instant::now();
+    let mut last = before;
+    while outage.elapsed() < Duration::from_secs(3) {
+        last = frame_seq(&viewer.frame());
+    }
+    assert!(
+        last - before >= 35,
+        "live view slowed during the outage: {} frames in 3 s",
+        last - before
+    );
+    daemon.wait_for("the relay to notice", Duration::from_secs(10), |d| {
+        metric(
+            d,
+            "croissant_ffmpeg_restarts_total{sink=\"relay\",type=\"relay\"}",
+        ) >= 1.0
+    });
+
+    // The server is back on the same port: the relay resumes within seconds.
+    let back = Instant::now();
+    let nginx = Nginx::start(scratch.path(), rtmp_port);
+    let (codec, width, height) = wait_for_stream(&url, Duration::from_secs(20), &nginx, &daemon);
+    assert_eq!((codec.as_str(), width, height), ("h264", 256, 144));
+    eprintln!("relay resumed {:?} after the server came back", back.elapsed());
+    assert!(daemon.log_text().contains("relay failed"));
+    assert!(
+        !daemon.log_text().contains("/live/cam"),
+        "the stream name is a key for cloud ingests; logs must not show it"
+    );
+}
