@@ -108,7 +108,11 @@ fn container_for(url: &str) -> Option<&'static str> {
 
 fn output_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<(u32, u32)>, D::Error> {
     let text = String::deserialize(d)?;
-    let even = |n: &str| n.parse::<u32>().ok().filter(|n| (16..=7680).contains(n) && n % 2 == 0);
+    let even = |n: &str| {
+        n.parse::<u32>()
+            .ok()
+            .filter(|n| (16..=7680).contains(n) && n % 2 == 0)
+    };
     match text.split_once('x').map(|(w, h)| (even(w), even(h))) {
         Some((Some(w), Some(h))) => Ok(Some((w, h))),
         _ => Err(serde::de::Error::custom(format!(
