@@ -80,12 +80,18 @@ impl MjpegSink {
             res.set_body("this stream is off in the current mode");
             return res;
         }
+        let Some(viewer) = self.ctx.viewer() else {
+            let mut res = Response::new(StatusCode::ServiceUnavailable);
+            res.set_body(self.ctx.too_many_viewers());
+            res.insert_header("Retry-After", "30");
+            return res;
+        };
         info!(sink = %self.ctx.name, %peer, "MJPEG client connected");
         let parts = Parts {
             subscription: self.ctx.subscribe(Policy::Latest),
             pending: None,
             stats: self.ctx.stats.clone(),
-            _viewer: self.ctx.viewer(),
+            _viewer: viewer,
         };
         let mut res = Response::new(StatusCode::Ok);
         res.set_body(Body::from_reader(futures_lite::io::BufReader::new(parts), None));

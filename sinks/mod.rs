@@ -114,6 +114,8 @@ pub struct SinkContext {
     pub recordings: Arc<Recordings>,
     /// Live viewers connected to any sink, for the dashboard.
     pub viewers: Arc<AtomicUsize>,
+    /// `[server] max_viewers`: more are turned away.
+    pub max_viewers: usize,
     /// The daemon's counters; [`Sinks::build`] registers each sink there.
     pub metrics: Arc<Metrics>,
     /// This sink's counters (and whether the mode enables it).
@@ -128,6 +130,7 @@ impl SinkContext {
         storage_dir: PathBuf,
         recordings: Arc<Recordings>,
         metrics: Arc<Metrics>,
+        max_viewers: usize,
     ) -> Self {
         SinkContext {
             name: String::new(),
@@ -136,6 +139,7 @@ impl SinkContext {
             storage_dir,
             recordings,
             viewers: Arc::new(AtomicUsize::new(0)),
+            max_viewers,
             metrics,
             stats: Arc::default(),
         }
@@ -152,14 +156,31 @@ impl SinkContext {
             .subscribe_counted(policy, Some(self.stats.dropped.clone()))
     }
 
-    /// Counts a viewer of this sink (and of the daemon) until the returned guard drops.
-    pub fn viewer(&self) -> ViewerSlot {
+    /// Counts a viewer of this sink (and of the daemon) until the returned guard drops;
+    /// `None` when `max_viewers` are already watching.
+    pub fn viewer(&self) -> Option<ViewerSlot> {
+        let admitted = self
+            .viewers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_viewers).then_some(n + 1)
+            })
+            .is_ok();
+        if !admitted {
+            return None;
+        }
         self.stats.viewers.fetch_add(1, Ordering::Relaxed);
-        self.viewers.fetch_add(1, Ordering::Relaxed);
-        ViewerSlot {
+        Some(ViewerSlot {
             stats: self.stats.clone(),
             viewers: self.viewers.clone(),
-        }
+        })
+    }
+
+    /// What a viewer beyond `max_viewers` is told.
+    pub fn too_many_viewers(&self) -> String {
+        format!(
+            "too many viewers (the limit is {}); try again later",
+            self.max_viewers
+        )
     }
 }
 

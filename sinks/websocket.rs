@@ -60,6 +60,7 @@ impl SinkConfig for Config {
             paths: self.paths.clone(),
             ctx,
             next_viewer: AtomicU64::new(1),
+            refusals: std::sync::Mutex::new(RateLimit::new(Duration::from_secs(30))),
         }))
     }
 }
@@ -69,6 +70,8 @@ pub struct WebSocketSink {
     paths: Vec<String>,
     ctx: SinkContext,
     next_viewer: AtomicU64,
+    /// Refusals beyond `max_viewers` are logged at most this often.
+    refusals: std::sync::Mutex<RateLimit>,
 }
 
 impl Sink for WebSocketSink {
@@ -179,7 +182,27 @@ async fn read_controls(
 
 impl WebSocketSink {
     async fn serve(&self, ws: WsStream, peer: SocketAddr) {
-        let slot = self.ctx.viewer();
+        let Some(slot) = self.ctx.viewer() else {
+            let reason = self.ctx.too_many_viewers();
+            if let Some(suppressed) = self.refusals.lock().map_or(None, |mut r| r.allow()) {
+                tracing::warn!(
+                    max = self.ctx.max_viewers,
+                    suppressed,
+                    "viewer refused: too many viewers"
+                );
+            }
+            let (mut tx, _rx) = ws.split();
+            let close = CloseFrame {
+                code: CloseCode::Again,
+                reason: reason.into(),
+            };
+            let _ = future::or(async { tx.close(Some(close)).await.ok() }, async {
+                smol::Timer::after(Duration::from_secs(1)).await;
+                None
+            })
+            .await;
+            return;
+        };
         info!(viewers = slot.total(), "viewer connected");
         // Frames go straight to the socket (see `send_frame`); tungstenite keeps the reading
         // side and the control frames it answers (pong, close).

@@ -33,6 +33,8 @@ pub struct Config {
     pub source: SourceConfig,
     /// The web viewer.
     pub viewer: ViewerConfig,
+    /// Who may watch and who may switch modes; `None` (no `[auth]`) lets everyone in.
+    pub auth: Option<crate::auth::AuthConfig>,
     /// The sinks, in name order.
     pub sinks: Vec<SinkEntry>,
 }
@@ -49,6 +51,13 @@ pub struct ServerConfig {
     /// How long `/snapshot.jpg` waits for a camera that has to start first.
     #[serde(deserialize_with = "seconds::<_, 1, 120>")]
     pub snapshot_timeout_seconds: u64,
+    /// Viewers (WebSocket and MJPEG together) served at once; more are turned away with a
+    /// clear message. Each costs a socket and a little memory.
+    #[serde(deserialize_with = "count::<_, 1, 100000>")]
+    pub max_viewers: usize,
+    /// How long a new connection may take to send its request head before it is closed.
+    #[serde(deserialize_with = "seconds::<_, 1, 300>")]
+    pub header_timeout_seconds: u64,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +66,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             cors_origin: "*".into(),
             snapshot_timeout_seconds: 10,
+            max_viewers: 500,
+            header_timeout_seconds: 10,
         }
     }
 }
@@ -336,6 +347,7 @@ struct CoreConfig {
     mode: ModeConfig,
     source: SourceConfig,
     viewer: ViewerConfig,
+    auth: Option<crate::auth::AuthConfig>,
 }
 
 /// A mistake in the configuration, located in its file.
@@ -432,6 +444,7 @@ impl Config {
             mode: core.mode,
             source: core.source,
             viewer: core.viewer,
+            auth: core.auth,
             sinks: sinks.into_iter().map(|(entry, _)| entry).collect(),
         })
     }

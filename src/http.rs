@@ -18,6 +18,8 @@ use smol::net::{TcpListener, TcpStream};
 use tide::{Body, Request, Response, StatusCode};
 use tracing::{debug, info, warn};
 
+use crate::access::{Guard, UpgradeHeads};
+use crate::auth::Auth;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::metrics::{Exporter, Metrics};
@@ -33,8 +35,6 @@ pub type WsStream = WebSocketStream<TcpStream>;
 /// Serves one upgraded WebSocket connection until it ends.
 pub type WsHandler = Arc<dyn Fn(WsStream, SocketAddr) -> BoxFuture<()> + Send + Sync>;
 
-/// How long a client may take to send its request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request heads larger than this are not considered for a WebSocket upgrade.
 const MAX_PEEK: usize = 8 * 1024;
 /// A source that should run but sent nothing for this long makes `/health` answer 503.
@@ -59,6 +59,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Renders `/metrics`.
     pub exporter: Arc<Exporter>,
+    /// Users and sessions, when `[auth]` is configured.
+    pub auth: Option<Arc<Auth>>,
 }
 
 /// The routes sinks and the core register before the server starts.
@@ -68,6 +70,9 @@ pub struct Routes {
     /// WebSocket connections being served, so shutdown can wait for their close frames.
     upgraded: AtomicUsize,
     metrics: Arc<Metrics>,
+    /// Checks WebSocket upgrades, which bypass tide's middleware.
+    guard: Guard,
+    head_timeout: Duration,
 }
 
 impl Routes {
@@ -78,8 +83,14 @@ impl Routes {
         let counter = CountRequests {
             known: Arc::new(known_paths(&state.config)),
         };
+        let guard = Guard {
+            auth: state.auth.clone(),
+            cors_origin: state.config.server.cors_origin.clone(),
+        };
+        let head_timeout = Duration::from_secs(state.config.server.header_timeout_seconds);
         let mut app = tide::with_state(state);
         app.with(counter);
+        app.with(guard.clone());
         app.with(tide::utils::After(move |mut res: Response| {
             let cors = cors.clone();
             async move {
@@ -99,11 +110,17 @@ impl Routes {
             .post(post_settings)
             .options(preflight);
         crate::replays::routes(&mut app);
+        app.at("/login")
+            .get(crate::web::login_page)
+            .post(crate::access::login);
+        app.at("/logout").post(crate::access::logout);
         Routes {
             app,
             websockets: HashMap::new(),
             upgraded: AtomicUsize::new(0),
             metrics,
+            guard,
+            head_timeout,
         }
     }
 
@@ -162,8 +179,10 @@ async fn status(req: Request<AppState>) -> tide::Result {
         smol::unblock(move || (recordings.list(), crate::recordings::disk_space(&dir))).await;
     let current = state.recordings.current();
     let source = &state.config.source;
+    let user = crate::access::identity(&req);
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "user": user,
         "uptime": state.status.started_at().elapsed().as_secs(),
         "mode": state.mode.current(),
         "source": {
@@ -402,8 +421,9 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: Signal) {
 
 /// What the peeked request head asks for.
 enum Head {
-    /// An upgrade on a sink's endpoint (the path, for metrics).
-    WebSocket(WsHandler, String),
+    /// An upgrade on a sink's endpoint (the path, for metrics, and what access control
+    /// needs from the request head).
+    WebSocket(WsHandler, String, UpgradeHeads),
     /// A request target with `..` (raw or percent-encoded): answered 400 before anything
     /// else sees it, rather than normalized into some other page.
     Reject,
@@ -413,25 +433,26 @@ enum Head {
 
 async fn handle(stream: TcpStream, peer: SocketAddr, routes: &Routes) {
     let head = future::or(peek_head(&stream, routes), async {
-        smol::Timer::after(HEAD_TIMEOUT).await;
+        smol::Timer::after(routes.head_timeout).await;
         Head::Closed
     })
     .await;
     match head {
         Head::Closed => {}
         Head::Reject => {
-            use futures_lite::AsyncWriteExt;
             routes.metrics.http_request("other", 400);
-            let mut stream = stream;
-            let body = r#"{"error":"Invalid path"}"#;
-            let response = format!(
-                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.close().await;
+            refuse(stream, "400 Bad Request", "Invalid path", "").await;
         }
-        Head::WebSocket(handler, path) => {
+        Head::WebSocket(handler, path, heads) => {
+            if let Err((status, error, extra)) = routes.guard.upgrade(&heads).await {
+                routes.metrics.http_request(
+                    &path,
+                    status.split(' ').next().and_then(|c| c.parse().ok()).unwrap_or(0),
+                );
+                debug!(%peer, %error, "WebSocket upgrade refused");
+                refuse(stream, status, error, extra).await;
+                return;
+            }
             let config = viewer_ws_config();
             match async_tungstenite::accept_async_with_config(stream, Some(config)).await {
                 Ok(ws) => {
@@ -455,6 +476,18 @@ async fn handle(stream: TcpStream, peer: SocketAddr, routes: &Routes) {
             }
         }
     }
+}
+
+/// Answers a connection with a short JSON error and closes it.
+async fn refuse(mut stream: TcpStream, status: &str, error: &str, extra_headers: &str) {
+    use futures_lite::AsyncWriteExt;
+    let body = json!({ "error": error }).to_string();
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.close().await;
 }
 
 /// Peeks until a whole request head is buffered (or it is clearly not a WebSocket upgrade)
@@ -500,7 +533,20 @@ fn route(req: &httparse::Request<'_, '_>, routes: &Routes) -> Head {
     });
     match routes.websockets.get(path) {
         Some(handler) if upgrade && req.method == Some("GET") => {
-            Head::WebSocket(handler.clone(), path.to_owned())
+            let header = |name: &str| {
+                req.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .and_then(|h| std::str::from_utf8(h.value).ok())
+                    .map(str::to_owned)
+            };
+            let heads = UpgradeHeads {
+                cookie: header("cookie"),
+                authorization: header("authorization"),
+                origin: header("origin"),
+                host: header("host"),
+            };
+            Head::WebSocket(handler.clone(), path.to_owned(), heads)
         }
         _ => Head::Http,
     }

@@ -20,6 +20,8 @@
 //! - [`shutdown`]: one signal, cloned into every task; [`runtime`]: the executor.
 #![warn(missing_docs)]
 
+pub mod access;
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod http;
@@ -92,6 +94,7 @@ async fn daemon(config: Config) -> Result<(), Error> {
         config.storage.dir.clone(),
         recordings.clone(),
         metrics.clone(),
+        config.server.max_viewers,
     );
     let viewers = shared.viewers.clone();
     let sinks = sinks::Sinks::build(&config.sinks, &shared).map_err(Error::Sink)?;
@@ -118,6 +121,7 @@ async fn daemon(config: Config) -> Result<(), Error> {
         viewers,
         metrics,
         exporter,
+        auth: config.auth.clone().map(|users| Arc::new(auth::Auth::new(users))),
     });
     modes.sinks_routes(&mut routes).await;
     modes.start().await;
@@ -137,6 +141,13 @@ async fn daemon(config: Config) -> Result<(), Error> {
         "croissant {} listening on http://{addr} (viewer at /stream)",
         env!("CARGO_PKG_VERSION"),
     );
+
+    if config.auth.is_none() && !addr.ip().is_loopback() {
+        warn!(
+            "no [auth] in the config: anyone who can reach {addr} can watch, download recordings \
+             and switch modes; add users (see `croissant hash-password`) or listen on 127.0.0.1"
+        );
+    }
 
     shutdown.wait().await;
     server.await;

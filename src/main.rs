@@ -22,10 +22,16 @@ struct Cli {
 enum Command {
     /// Validate the config and exit: 0 if valid, 2 with the errors if not.
     Check,
+    /// Read a password from standard input (one line) and print its argon2 hash, for
+    /// `password_hash` in `[auth.users.<name>]`.
+    HashPassword,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::HashPassword) = cli.command {
+        return hash_password();
+    }
     let config = match &cli.config {
         Some(path) => Config::load(path),
         None => Ok(Config::builtin()),
@@ -85,5 +91,34 @@ fn init_logging() {
         builder.without_time().with_ansi(false).init();
     } else {
         builder.init();
+    }
+}
+
+/// `croissant hash-password`: the password comes on stdin so it never shows in `ps` or the
+/// shell history (`read -rs P; echo "$P" | croissant hash-password`).
+fn hash_password() -> ExitCode {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        eprintln!("Password (input is shown; pipe it in to avoid that):");
+    }
+    let mut line = String::new();
+    if let Err(error) = std::io::stdin().read_line(&mut line) {
+        eprintln!("croissant: cannot read the password: {error}");
+        return ExitCode::from(2);
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("croissant: empty password");
+        return ExitCode::from(2);
+    }
+    match croissant::auth::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("croissant: {error}");
+            ExitCode::FAILURE
+        }
     }
 }

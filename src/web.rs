@@ -13,6 +13,8 @@ const COMMON_JS: &str = include_str!("web/common.js");
 const DASHBOARD_JS: &str = include_str!("web/dashboard.js");
 const STREAM_JS: &str = include_str!("web/stream.js");
 const RECORDINGS_JS: &str = include_str!("web/recordings.js");
+const LOGIN_HTML: &str = include_str!("web/login.html");
+const LOGIN_JS: &str = include_str!("web/login.js");
 
 const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
@@ -34,6 +36,18 @@ pub fn routes(app: &mut tide::Server<AppState>) {
         .get(|_| async { Ok(asset(STREAM_JS.to_owned(), JS)) });
     app.at("/assets/recordings.js")
         .get(|_| async { Ok(asset(RECORDINGS_JS.to_owned(), JS)) });
+    app.at("/assets/login.js")
+        .get(|_| async { Ok(asset(LOGIN_JS.to_owned(), JS)) });
+}
+
+/// `GET /login`: the form, or straight to the dashboard when there is nothing to log in to.
+pub async fn login_page(req: Request<AppState>) -> tide::Result {
+    if req.state().auth.is_none() {
+        let mut res = Response::new(StatusCode::SeeOther);
+        res.insert_header("Location", "./");
+        return Ok(res);
+    }
+    Ok(asset(LOGIN_HTML.to_owned(), HTML))
 }
 
 /// The viewer page, with `[viewer] ws_url` (if set) in a meta tag for the script.

@@ -17,6 +17,8 @@ window.cr = {
   },
   async json(url, options) {
     const res = await fetch(url, { cache: 'no-store', ...options });
+    // The session ended (expired, or the daemon restarted): log in again.
+    if (res.status === 401) location.href = 'login';
     const body = await res.json().catch(() => ({}));
     if (!res.ok) throw new Error(body.error || `HTTP ${res.status}`);
     return body;

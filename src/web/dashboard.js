@@ -25,6 +25,13 @@
       $('disk-meter-label').setAttribute('aria-label', `Disk ${Math.round(used * 100)}% used`);
       $('disk-sub').textContent = `${cr.bytes(s.disk.recordings_bytes)} in recordings`;
     }
+    if (s.user) {
+      $('user').hidden = false;
+      $('user-name').textContent = `${s.user.name} (${s.user.role})`;
+      const admin = s.user.role === 'admin';
+      $('mode-switch').disabled = !admin;
+      if (!admin) $('mode-status').textContent = 'Only an admin can switch the mode.';
+    }
     $('uptime').textContent = cr.duration(s.uptime);
     $('version').textContent = `version ${s.version}`;
     if (!switching) {
