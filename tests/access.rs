@@ -5,35 +5,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use tungstenite::protocol::frame::coding::CloseCode;
-
-const CROISSANT: &str = env!("CARGO_BIN_EXE_croissant");
-
-/// `croissant hash-password`, fed on stdin as the docs say.
-fn hash(password: &str) -> String {
-    let mut child = Command::new(CROISSANT)
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run hash-password");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{password}\n").as_bytes())
-        .expect("write password");
-    let out = child.wait_with_output().expect("hash-password output");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let hash = String::from_utf8(out.stdout).expect("utf-8").trim().to_owned();
-    assert!(hash.starts_with("$argon2id$"), "{hash}");
-    hash
-}
 
 fn config_with_users() -> String {
     format!(

@@ -184,3 +184,94 @@ fn the_viewer_works_in_a_real_browser() {
         &format!("window.croissant.frames > {frames_before} + 3"),
     );
 }
+
+#[test]
+fn logging_in_works_in_a_real_browser() {
+    let config = format!(
+        "{CONFIG}\n[auth.users.ada]\nrole = \"admin\"\npassword_hash = \"{}\"\n\
+         [auth.users.vic]\nrole = \"viewer\"\npassword_hash = \"{}\"\n",
+        hash("ada-secret"),
+        hash("vic-secret")
+    );
+    let daemon = Daemon::start(&config);
+    let base = format!("http://127.0.0.1:{}", daemon.port);
+    let mut browser = Browser::launch();
+    browser.viewport(1280, 800, false);
+
+    // Asking for the live view lands on the login form, which remembers where to go.
+    browser.goto(&format!("{base}/stream"));
+    browser.wait_for(
+        "the login form",
+        Duration::from_secs(5),
+        "location.pathname === '/login'",
+    );
+    assert_eq!(browser.eval("document.getElementById('next').value"), "stream");
+    let submit = |browser: &mut Browser, user: &str, password: &str| {
+        browser.eval(&format!(
+            "document.getElementById('user').value = '{user}'; \
+             document.getElementById('password').value = '{password}'; \
+             document.querySelector('form.login button').click()"
+        ));
+    };
+    submit(&mut browser, "ada", "wrong");
+    browser.wait_for(
+        "the failure notice",
+        Duration::from_secs(10),
+        "location.search.includes('failed') && !document.getElementById('failed').hidden",
+    );
+    both_sizes(&mut browser, "login");
+
+    submit(&mut browser, "vic", "vic-secret");
+    browser.wait_for(
+        "the live page",
+        Duration::from_secs(10),
+        "location.pathname === '/stream'",
+    );
+    browser.wait_for(
+        "the page",
+        Duration::from_secs(5),
+        "document.getElementById('toggle') !== null",
+    );
+    assert_eq!(
+        browser.eval("document.cookie"),
+        "",
+        "the session cookie is HttpOnly"
+    );
+    // The cookie rides on the WebSocket: frames arrive.
+    browser.eval("document.getElementById('toggle').click()");
+    browser.wait_for(
+        "frames on the canvas",
+        Duration::from_secs(10),
+        "window.croissant.frames > 5",
+    );
+
+    // A viewer sees the dashboard but cannot switch the mode.
+    browser.goto(&format!("{base}/"));
+    browser.wait_for(
+        "the signed-in user",
+        Duration::from_secs(5),
+        "document.getElementById('user-name').textContent.includes('vic')",
+    );
+    assert_eq!(
+        browser.eval("document.getElementById('mode-switch').disabled"),
+        true
+    );
+
+    // Log out: back to the form, and the pages are closed again.
+    browser.eval("document.querySelector('#user form button').click()");
+    browser.wait_for(
+        "the login form",
+        Duration::from_secs(5),
+        "location.pathname === '/login'",
+    );
+    browser.goto(&format!("{base}/recordings"));
+    browser.wait_for(
+        "the login form",
+        Duration::from_secs(5),
+        "location.pathname === '/login'",
+    );
+    assert_eq!(
+        browser.eval("document.getElementById('next').value"),
+        "recordings"
+    );
+}
