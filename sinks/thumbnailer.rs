@@ -82,6 +82,7 @@ impl Thumbnailer {
         let every = Duration::from_secs(self.config.every_seconds);
         let mut poster_for: Option<String> = None;
         let mut last_at = SystemTime::UNIX_EPOCH;
+        let mut failures = crate::ratelimit::RateLimit::new(Duration::from_secs(30));
         loop {
             let frame = crate::shutdown::unless(&disabled, frames.recv()).await;
             let Some(frame) = frame else { break };
@@ -115,7 +116,12 @@ impl Thumbnailer {
                     self.ctx.stats.delivered.fetch_add(1, Ordering::Relaxed);
                     debug!(thumbnail = %name, "thumbnail written");
                 }
-                Err(error) => warn!(thumbnail = %name, %error, "cannot write thumbnail"),
+                // A full disk fails every attempt; say so twice a minute, not every second.
+                Err(error) => {
+                    if let Some(suppressed) = failures.allow() {
+                        warn!(thumbnail = %name, %error, suppressed, "cannot write thumbnail");
+                    }
+                }
             }
         }
     }

@@ -199,7 +199,6 @@ impl Recorder {
                 continue;
             }
             stats.delivered.fetch_add(1, Ordering::Relaxed);
-            backoff.reset();
             let dropped = frames.dropped();
             if dropped > reported_drops {
                 warn!(dropped, "ffmpeg is slower than the camera; frames were dropped");
@@ -322,6 +321,10 @@ impl Segment {
         if bytes > 0 {
             stats.segments.fetch_add(1, Ordering::Relaxed);
             stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+        } else {
+            // ffmpeg failed before writing anything (a full disk, say): an empty file
+            // would only show up as a broken entry in the gallery.
+            let _ = std::fs::remove_file(&self.path);
         }
         match status {
             Ok(status) if status.success() => info!(segment = %self.stem, bytes, "segment finished"),
