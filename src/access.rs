@@ -20,8 +20,6 @@ const PUBLIC: [&str; 5] = [
 ];
 /// Pages a login may return to (relative to the login page, so subpaths keep working).
 const PAGES: [&str; 3] = ["", "stream", "recordings"];
-/// Login form bodies are tiny; anything bigger is refused unread.
-const MAX_FORM: usize = 4096;
 
 /// What a WebSocket upgrade carries that access control looks at.
 #[derive(Debug, Default)]
@@ -160,12 +158,12 @@ pub async fn login(mut req: Request<AppState>) -> tide::Result {
     let Some(auth) = req.state().auth.clone() else {
         return Ok(redirect("./"));
     };
-    let mut body = Vec::new();
-    let mut reader = futures_lite::AsyncReadExt::take(req.take_body(), MAX_FORM as u64 + 1);
-    let read = futures_lite::AsyncReadExt::read_to_end(&mut reader, &mut body).await;
-    if read.is_err() || body.len() > MAX_FORM {
-        return json_response(StatusCode::PayloadTooLarge, &json!({ "error": "Form too large" }));
-    }
+    let Ok(body) = crate::http::small_body(&mut req).await else {
+        return json_response(
+            StatusCode::BadRequest,
+            &json!({ "error": "Form too large, slow or malformed" }),
+        );
+    };
     let field = |name: &str| {
         form_urlencoded::parse(&body)
             .find(|(key, _)| key == name)

@@ -55,7 +55,8 @@ pub struct ServerConfig {
     /// clear message. Each costs a socket and a little memory.
     #[serde(deserialize_with = "count::<_, 1, 100000>")]
     pub max_viewers: usize,
-    /// How long a new connection may take to send its request head before it is closed.
+    /// How long the daemon waits for a client's request head or body (or its next request
+    /// on a kept-alive connection) before closing the connection.
     #[serde(deserialize_with = "seconds::<_, 1, 300>")]
     pub header_timeout_seconds: u64,
 }

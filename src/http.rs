@@ -327,18 +327,20 @@ async fn get_settings(req: Request<AppState>) -> tide::Result {
 
 /// `POST /settings` with `{"mode": "..."}`, answering exactly as the original server did.
 async fn post_settings(mut req: Request<AppState>) -> tide::Result {
-    const MAX_BODY: usize = 4096;
-    let mut body = Vec::new();
-    let mut reader = futures_lite::AsyncReadExt::take(req.take_body(), MAX_BODY as u64 + 1);
-    if futures_lite::AsyncReadExt::read_to_end(&mut reader, &mut body)
-        .await
-        .is_err()
-    {
-        return json_response(StatusCode::BadRequest, &json!({ "error": "Invalid JSON" }));
-    }
-    if body.len() > MAX_BODY {
-        return json_response(StatusCode::PayloadTooLarge, &json!({ "error": "Body too large" }));
-    }
+    let body = match small_body(&mut req).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return json_response(StatusCode::PayloadTooLarge, &json!({ "error": "Body too large" }));
+        }
+        Err(BodyError::TooSlow) => {
+            let mut res = json_response(StatusCode::RequestTimeout, &json!({ "error": "Body too slow" }))?;
+            res.insert_header("Connection", "close");
+            return Ok(res);
+        }
+        Err(BodyError::Broken) => {
+            return json_response(StatusCode::BadRequest, &json!({ "error": "Invalid JSON" }));
+        }
+    };
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return json_response(StatusCode::BadRequest, &json!({ "error": "Invalid JSON" }));
     };
@@ -354,6 +356,40 @@ async fn post_settings(mut req: Request<AppState>) -> tide::Result {
         );
     }
     json_response(StatusCode::Ok, &json!({ "status": "updated", "mode": mode }))
+}
+
+/// Bodies the daemon accepts (a mode switch, a login) are a few bytes.
+const MAX_BODY: usize = 4096;
+
+/// Why [`small_body`] gave up.
+pub enum BodyError {
+    /// More than [`MAX_BODY`] bytes.
+    TooLarge,
+    /// Not complete within `[server] header_timeout_seconds`.
+    TooSlow,
+    /// Malformed framing (e.g. bad chunked encoding).
+    Broken,
+}
+
+/// Reads a request body of at most [`MAX_BODY`] bytes. Such bodies arrive at once, so the
+/// head's timeout applies: a client dribbling one cannot hold the connection.
+pub async fn small_body(req: &mut Request<AppState>) -> Result<Vec<u8>, BodyError> {
+    let limit = Duration::from_secs(req.state().config.server.header_timeout_seconds);
+    let mut body = Vec::new();
+    let mut reader = futures_lite::AsyncReadExt::take(req.take_body(), MAX_BODY as u64 + 1);
+    let read = async { Some(futures_lite::AsyncReadExt::read_to_end(&mut reader, &mut body).await) };
+    let timeout = async {
+        smol::Timer::after(limit).await;
+        None
+    };
+    match future::or(read, timeout).await {
+        None => Err(BodyError::TooSlow),
+        // The connection's own read deadline (see `net::ReadDeadline`) may fire first.
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => Err(BodyError::TooSlow),
+        Some(Err(_)) => Err(BodyError::Broken),
+        Some(Ok(_)) if body.len() > MAX_BODY => Err(BodyError::TooLarge),
+        Some(Ok(_)) => Ok(body),
+    }
 }
 
 /// CORS preflight for `POST /settings` from another origin (a JSON body is not a "simple"
@@ -466,6 +502,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, routes: &Routes) {
         }
         Head::Http => {
             let app = routes.app.clone();
+            let stream = crate::net::ReadDeadline::new(stream, routes.head_timeout);
             if let Err(error) = async_h1::accept(stream, |req| {
                 let app = app.clone();
                 async move { app.respond(req).await }

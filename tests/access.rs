@@ -321,6 +321,44 @@ fn slow_request_heads_are_cut_off() {
             "{waited:?}"
         );
     }
+    // A body dribbled out slowly is cut off the same way.
+    let mut stream = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
+    stream
+        .write_all(b"POST /settings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"mo")
+        .expect("send a partial body");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // An idle kept-alive connection is let go too.
+    let mut stream = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(8)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "idle for {:?}",
+        started.elapsed()
+    );
     // Meanwhile the daemon serves everyone else.
     assert_eq!(daemon.get("/health").0, 200);
 }
