@@ -298,16 +298,22 @@ fn the_mode_survives_a_restart_and_sigterm_completes_the_segment() {
 }
 
 #[test]
-fn a_segment_cut_by_kill_9_still_decodes_up_to_its_last_fragment() {
-    let daemon = Daemon::start(&config_with(10, 30));
+fn kill_9_loses_nothing_finished_and_the_cut_segment_decodes_up_to_its_last_fragment() {
+    let mut daemon = Daemon::start(&config_with(10, 4));
     switch(&daemon, "continuous");
-    daemon.wait_for("a segment with data", Duration::from_secs(10), |d| {
-        replays(d)
-            .first()
-            .is_some_and(|s| s["in_progress"] == true && s["bytes"].as_u64() > Some(2000))
-    });
+    daemon.wait_for(
+        "a finished segment and one with data",
+        Duration::from_secs(20),
+        |d| {
+            let all = replays(d);
+            all.iter().any(|s| s["in_progress"] == false)
+                && all
+                    .first()
+                    .is_some_and(|s| s["in_progress"] == true && s["bytes"].as_u64() > Some(2000))
+        },
+    );
     std::thread::sleep(Duration::from_millis(1200));
-    let name = replays(&daemon)[0]["filename"].as_str().expect("name").to_owned();
+    let cut = replays(&daemon)[0]["filename"].as_str().expect("name").to_owned();
     // A power cut: the daemon and its ffmpeg die at the same instant.
     let children = children_of(daemon.pid());
     daemon.signal(Signal::KILL);
@@ -315,9 +321,39 @@ fn a_segment_cut_by_kill_9_still_decodes_up_to_its_last_fragment() {
         let _ =
             rustix::process::kill_process(rustix::process::Pid::from_raw(child).expect("pid"), Signal::KILL);
     }
+    let _ = daemon.wait_exit(Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(300));
-    let (frames, _) = decode(&recordings_dir(&daemon).join(&name));
-    assert!(frames >= 5, "{name}: only {frames} frames survived");
+    let mut finished = 0;
+    for entry in std::fs::read_dir(recordings_dir(&daemon)).expect("recordings") {
+        let path = entry.expect("entry").path();
+        let (frames, errors) = decode(&path);
+        if path.file_name().is_some_and(|n| n.to_string_lossy() == cut) {
+            assert!(frames >= 5, "{cut}: only {frames} frames survived");
+        } else {
+            finished += 1;
+            assert!(
+                errors.is_empty() && frames > 0,
+                "{}: {frames} frames, {errors}",
+                path.display()
+            );
+        }
+    }
+    assert!(finished >= 1);
+
+    // Power back: the mode is restored and recording resumes; the cut segment is listed.
+    let dir = tempfile::TempDir::new().expect("dir");
+    let old = std::mem::replace(&mut daemon.dir, dir);
+    drop(daemon);
+    let again = Daemon::start_in(old, &config_with(10, 4));
+    assert_eq!(again.get("/settings").1, r#"{"mode":"continuous"}"#);
+    again.wait_for("recording to resume", Duration::from_secs(10), |d| {
+        d.health()["recording"].is_string()
+    });
+    assert!(
+        replays(&again)
+            .iter()
+            .any(|s| s["filename"] == cut.as_str() && s["in_progress"] == false)
+    );
 }
 
 #[test]
