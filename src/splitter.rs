@@ -143,7 +143,10 @@ impl Splitter {
 
     fn parse(&mut self, emit: &mut impl FnMut(Bytes)) {
         loop {
-            if self.state != State::Seek && self.pos.min(self.buf.len()) > self.max_frame_bytes {
+            // The frame cannot end before `pos + 2` (an EOI right there): once that is past the
+            // limit it is certainly too large, and dropping it now keeps what is held within
+            // the limit plus one chunk even while a marker straddles the limit.
+            if self.state != State::Seek && self.pos.min(self.buf.len()) + 2 > self.max_frame_bytes {
                 self.discard_oversized();
                 continue;
             }

@@ -324,3 +324,33 @@ proptest! {
         }
     }
 }
+
+/// Found by the fuzzer: a marker whose length field lay just past the limit kept the
+/// splitter holding two bytes more than the limit plus the chunk while it waited.
+#[test]
+fn a_marker_straddling_the_limit_is_not_held_beyond_it() {
+    let max = 64;
+    let mut stream = vec![0xFF, 0xD8, 0xFF, 0xFE, 0x00, 60];
+    stream.extend_from_slice(&[b'c'; 58]);
+    assert_eq!(stream.len(), max, "the next marker starts exactly at the limit");
+    stream.extend_from_slice(&[0xFF, 0xC0, 0x00, 0x11]);
+    stream.extend_from_slice(&[0u8; 15]);
+    let next = [0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x02, 0x12, 0x34, 0xFF, 0xD9];
+    stream.extend_from_slice(&next);
+    let mut splitter = Splitter::new(max);
+    let mut frames = Vec::new();
+    for byte in &stream {
+        splitter.push(std::slice::from_ref(byte), |f| frames.push(f));
+        assert!(
+            splitter.buffered() <= max + 1,
+            "held {} bytes",
+            splitter.buffered()
+        );
+    }
+    assert_eq!(
+        frames,
+        vec![bytes::Bytes::copy_from_slice(&next)],
+        "the next frame survives"
+    );
+    assert_eq!(splitter.stats().oversized, 1);
+}
