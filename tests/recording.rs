@@ -97,12 +97,22 @@ fn ffprobe_duration(path: &Path) -> f64 {
         .unwrap_or_else(|_| panic!("no duration for {}", path.display()))
 }
 
-/// Decodes every frame; returns (frames decoded, ffmpeg's error output).
+/// Decodes every frame; returns (frames decoded, ffmpeg's error output). The frames keep
+/// the file's own timestamps (frames can be milliseconds apart after a camera hiccup, which
+/// a constant-rate null output would report as a timestamp clash).
 fn decode(path: &Path) -> (u64, String) {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(path)
-        .args(["-f", "null", "-"])
+        .args([
+            "-fps_mode",
+            "passthrough",
+            "-enc_time_base",
+            "-1",
+            "-f",
+            "null",
+            "-",
+        ])
         .output()
         .expect("ffmpeg");
     let errors = String::from_utf8_lossy(&out.stderr).into_owned();
