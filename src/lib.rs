@@ -13,10 +13,14 @@
 //! - `sinks`: the consumers, one file each; `sinks/websocket.rs` serves live viewers
 //!   (one `writev` per frame, see [`net`]), `sinks/mjpeg.rs` MJPEG over HTTP.
 //! - `sinks/recorder/`, `sinks/thumbnailer.rs`, `sinks/retention.rs`: continuous mode's
-//!   MP4 segments, thumbnails and clean-up, over the files [`recordings`] names.
+//!   MP4 segments, thumbnails and clean-up, over the files [`recordings`] names;
+//!   `sinks/relay.rs` pushes H.264 to a media server. Both feed ffmpeg through
+//!   `sinks/mkv.rs`.
 //! - [`http`]: one port for pages, `/health`, `/api/status`, `/settings`, `/snapshot.jpg`,
 //!   the replays API and WebSocket upgrades; [`state`] persists the mode; [`metrics`]
 //!   exports the counters the paths above keep, for Prometheus.
+//! - [`auth`] knows the users and sessions; [`access`] applies them (and the Origin check)
+//!   to every request and WebSocket upgrade.
 //! - [`shutdown`]: one signal, cloned into every task; [`runtime`]: the executor.
 #![warn(missing_docs)]
 
