@@ -363,7 +363,7 @@ const MAX_BODY: usize = 4096;
 
 /// Why [`small_body`] gave up.
 pub enum BodyError {
-    /// More than [`MAX_BODY`] bytes.
+    /// More than 4 KB.
     TooLarge,
     /// Not complete within `[server] header_timeout_seconds`.
     TooSlow,
@@ -371,7 +371,7 @@ pub enum BodyError {
     Broken,
 }
 
-/// Reads a request body of at most [`MAX_BODY`] bytes. Such bodies arrive at once, so the
+/// Reads a request body of at most 4 KB. Such bodies arrive at once, so the
 /// head's timeout applies: a client dribbling one cannot hold the connection.
 pub async fn small_body(req: &mut Request<AppState>) -> Result<Vec<u8>, BodyError> {
     let limit = Duration::from_secs(req.state().config.server.header_timeout_seconds);
