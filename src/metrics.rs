@@ -20,7 +20,7 @@ use crate::bus::Bus;
 use crate::mode::{Mode, ModeSwitch};
 use crate::source::{State, Status};
 
-/// The `Content-Type` of what [`Metrics::render`] returns.
+/// The `Content-Type` of what [`Exporter::render`] returns.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// What one sink counts as it works. Fields a kind of sink has no use for stay zero and are

@@ -33,7 +33,7 @@ struct Args {
     /// Distinct pictures rendered up front and cycled through (rendering is the costly part).
     #[arg(long, default_value_t = 30)]
     distinct: u64,
-    /// Also write each frame to DIR/<seq>.jpg.
+    /// Also write each frame to `DIR/<seq>.jpg`.
     #[arg(long, value_name = "DIR")]
     tee: Option<PathBuf>,
     /// Garbage between frames and an Exif thumbnail inside every frame.
