@@ -255,6 +255,8 @@ fn known_paths(config: &Config) -> Vec<String> {
         "/metrics",
         "/snapshot.jpg",
         "/settings",
+        "/login",
+        "/logout",
     ]
     .map(String::from)
     .to_vec();

@@ -57,14 +57,18 @@
       lastFrameAt = performance.now();
       if (!decoding) drawNext();
     };
-    socket.onclose = () => {
+    socket.onclose = (event) => {
       if (ws !== socket) return;
       ws = null;
       if (!wanted) return;
-      const wait = retryMs;
+      // 1013: too many viewers; 1008: live view off in this mode. Say why, wait longer.
+      const refused = event.code === 1013 || event.code === 1008;
+      const wait = refused ? Math.max(retryMs, 10000) : retryMs;
       retryMs = Math.min(retryMs * 2, 10000);
       setState(`Disconnected; retrying in ${Math.round(wait / 1000)} s`);
-      message.textContent = 'Connection to the camera lost. Reconnecting…';
+      message.textContent = refused && event.reason
+        ? `The camera refused: ${event.reason}.`
+        : 'Connection to the camera lost. Reconnecting…';
       retryTimer = setTimeout(connect, wait);
     };
   }
