@@ -21,6 +21,7 @@ use crate::bus::{Policy, Subscription};
 use crate::http::{Routes, WsStream};
 use crate::mode::Mode;
 use crate::ratelimit::RateLimit;
+use crate::turns::FrameWriter;
 
 /// `type = "websocket"`
 #[derive(Debug, Clone, Deserialize)]
@@ -98,12 +99,11 @@ const UNSENT_LIMIT: u32 = 16 * 1024;
 
 /// Sends one frame as a WebSocket binary message. Server frames are not masked, so the
 /// payload on the wire is the shared JPEG itself: header and payload go out in one vectored
-/// write, with no per-viewer copy. The caller's task never interleaves this with
-/// tungstenite's own writes (those happen while it polls the reading side).
-async fn send_frame(socket: &mut smol::net::TcpStream, jpeg: &[u8]) -> std::io::Result<()> {
+/// write, with no per-viewer copy, taking turns with tungstenite's pongs and closes.
+async fn send_frame(socket: &mut FrameWriter, jpeg: &[u8]) -> std::io::Result<()> {
     let mut header = [0u8; 10];
     let len = frame_header(&mut header, jpeg.len());
-    crate::net::write_all_vectored(socket, &[&header[..len], jpeg]).await
+    socket.write_message(&[&header[..len], jpeg]).await
 }
 
 /// Writes the header of a final, unmasked binary frame of `len` bytes; returns its size.
@@ -156,7 +156,7 @@ enum Control {
 /// Reads the viewer's messages: `start` and `stop` (anything else is ignored, as the
 /// original server did), until the connection closes or breaks.
 async fn read_controls(
-    mut rx: async_tungstenite::WebSocketReceiver<smol::net::TcpStream>,
+    mut rx: async_tungstenite::WebSocketReceiver<crate::turns::TurnTaking>,
     out: async_channel::Sender<Control>,
 ) {
     loop {
@@ -206,7 +206,7 @@ impl WebSocketSink {
         info!(viewers = slot.total(), "viewer connected");
         // Frames go straight to the socket (see `send_frame`); tungstenite keeps the reading
         // side and the control frames it answers (pong, close).
-        let mut raw = ws.get_ref().clone();
+        let mut raw = ws.get_ref().frame_writer();
         if let Err(error) = crate::net::limit_unsent(&raw, UNSENT_LIMIT) {
             debug!(%error, "cannot limit the socket's unsent bytes");
         }

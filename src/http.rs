@@ -30,7 +30,7 @@ use crate::sinks::BoxFuture;
 use crate::source;
 
 /// A WebSocket connection as handed to a sink.
-pub type WsStream = WebSocketStream<TcpStream>;
+pub type WsStream = WebSocketStream<crate::turns::TurnTaking>;
 
 /// Serves one upgraded WebSocket connection until it ends.
 pub type WsHandler = Arc<dyn Fn(WsStream, SocketAddr) -> BoxFuture<()> + Send + Sync>;
@@ -492,6 +492,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, routes: &Routes) {
                 return;
             }
             let config = viewer_ws_config();
+            let stream = crate::turns::TurnTaking::new(stream);
             match async_tungstenite::accept_async_with_config(stream, Some(config)).await {
                 Ok(ws) => {
                     routes.metrics.http_request(&path, 101);

@@ -44,6 +44,7 @@ pub mod splitter;
 pub mod state;
 pub mod stderr;
 pub mod testpattern;
+pub mod turns;
 mod web;
 
 use std::sync::Arc;

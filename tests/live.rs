@@ -437,3 +437,49 @@ fn a_viewer_that_stopped_reading_can_still_stop() {
         d.health()["subscribers"] == 0 && d.source_pid().is_none()
     });
 }
+
+#[test]
+fn pings_from_a_viewer_behind_on_reading_never_split_a_frame() {
+    // Client libraries (Python's websockets, for one) ping every few seconds. The answer must
+    // go between frames even when the daemon is in the middle of a frame the viewer has not
+    // made room for yet.
+    let daemon = Daemon::start(&fakecam_config(
+        r#""--fps", "30", "--width", "1280", "--height", "720", "--noise", "11""#,
+        "",
+    ));
+    let mut viewer = daemon.viewer("/");
+    viewer.send("start");
+    viewer.frame();
+    for round in 0..3 {
+        // Fall behind until the socket is full and a frame is half written, then ping.
+        std::thread::sleep(Duration::from_millis(700));
+        for i in 0..5u8 {
+            viewer
+                .ws
+                .send(Message::Ping(vec![round, i].into()))
+                .expect("send ping");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let (mut frames, mut pongs) = (0, 0);
+        while frames < 40 && pongs < 5 || frames < 5 {
+            match viewer.next() {
+                Ok(Message::Binary(jpeg)) => {
+                    let whole = jpeg.starts_with(&[0xFF, 0xD8]) && jpeg.ends_with(&[0xFF, 0xD9]);
+                    assert!(whole, "round {round}: a frame arrived cut or spliced");
+                    assert_eq!(jpeg_size(&jpeg), Some((1280, 720)));
+                    frames += 1;
+                }
+                Ok(Message::Pong(payload)) => {
+                    assert_eq!(
+                        payload.as_ref(),
+                        [round, pongs as u8],
+                        "pongs answer the pings in order"
+                    );
+                    pongs += 1;
+                }
+                other => panic!("round {round}: the stream broke: {other:?}"),
+            }
+        }
+        assert_eq!(pongs, 5, "every ping is answered");
+    }
+}
