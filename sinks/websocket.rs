@@ -17,10 +17,11 @@ use serde::Deserialize;
 use tracing::{Instrument, debug, info};
 
 use super::{Resource, Sink, SinkConfig, SinkContext};
-use crate::bus::{Policy, Subscription};
+use crate::bus::{Frame, Policy, Subscription};
 use crate::http::{Routes, WsStream};
 use crate::mode::Mode;
 use crate::ratelimit::RateLimit;
+use crate::staging::Stage;
 use crate::turns::FrameWriter;
 
 /// `type = "websocket"`
@@ -57,7 +58,11 @@ impl SinkConfig for Config {
         if let Some(bad) = self.paths.iter().find(|p| !p.starts_with('/')) {
             return Err(format!("path `{bad}` must start with /"));
         }
+        let stage = crate::staging::Stage::new(&format!("croissant-{}", ctx.name))
+            .map_err(|error| tracing::warn!(%error, "frames will be copied to every viewer"))
+            .ok();
         Ok(Arc::new(WebSocketSink {
+            stage,
             paths: self.paths.clone(),
             ctx,
             next_viewer: AtomicU64::new(1),
@@ -69,6 +74,8 @@ impl SinkConfig for Config {
 /// The running sink: a registry of viewers, each served by its own task.
 pub struct WebSocketSink {
     paths: Vec<String>,
+    /// Where frames are staged once for all viewers; without it each viewer gets a copy.
+    stage: Option<Stage>,
     ctx: SinkContext,
     next_viewer: AtomicU64,
     /// Refusals beyond `max_viewers` are logged at most this often.
@@ -97,13 +104,19 @@ impl Sink for WebSocketSink {
 /// one frame, so what it sees is never seconds old.
 const UNSENT_LIMIT: u32 = 16 * 1024;
 
-/// Sends one frame as a WebSocket binary message. Server frames are not masked, so the
-/// payload on the wire is the shared JPEG itself: header and payload go out in one vectored
-/// write, with no per-viewer copy, taking turns with tungstenite's pongs and closes.
-async fn send_frame(socket: &mut FrameWriter, jpeg: &[u8]) -> std::io::Result<()> {
+/// Sends one frame as a WebSocket binary message, taking turns with tungstenite's pongs and
+/// closes. Server frames are not masked, so the payload on the wire is the shared JPEG
+/// itself: header and payload are staged once for all viewers and sent from there, or, where
+/// staging is unavailable, go out in one vectored write.
+async fn send_frame(socket: &mut FrameWriter, stage: Option<&Stage>, frame: &Frame) -> std::io::Result<()> {
     let mut header = [0u8; 10];
-    let len = frame_header(&mut header, jpeg.len());
-    socket.write_message(&[&header[..len], jpeg]).await
+    let len = frame_header(&mut header, frame.jpeg.len());
+    let parts: [&[u8]; 2] = [&header[..len], &frame.jpeg];
+    // Staging can only fail for want of memory; the copying path needs none of its own.
+    match stage.map(|stage| stage.frame(frame.seq, &parts)) {
+        Some(Ok(staged)) => socket.send_staged(&staged).await,
+        _ => socket.write_message(&parts).await,
+    }
 }
 
 /// Writes the header of a final, unmasked binary frame of `len` bytes; returns its size.
@@ -125,7 +138,7 @@ fn frame_header(out: &mut [u8; 10], len: usize) -> usize {
 
 /// What woke a viewer's task.
 enum Event {
-    Frame(crate::bus::Frame),
+    Frame(Frame),
     Control(Control),
 }
 
@@ -243,7 +256,7 @@ impl WebSocketSink {
                     // A full socket can hold this write for as long as the viewer does not
                     // read; meanwhile still obey `stop` (it releases the camera) and
                     // shutdown. The frame itself is finished, or the connection closed.
-                    let write = send_frame(&mut raw, &frame.jpeg);
+                    let write = send_frame(&mut raw, self.stage.as_ref(), &frame);
                     futures_lite::pin!(write);
                     let outcome = loop {
                         let interrupt = next_control(&control, &self.ctx.shutdown);

@@ -41,6 +41,7 @@ pub mod shutdown;
 pub mod sinks;
 pub mod source;
 pub mod splitter;
+pub mod staging;
 pub mod state;
 pub mod stderr;
 pub mod testpattern;

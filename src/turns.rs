@@ -12,8 +12,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
+use smol::Async;
 use smol::lock::{Mutex, MutexGuardArc};
 use smol::net::TcpStream;
+
+use crate::staging::Staged;
 
 type Turn = Arc<Mutex<()>>;
 type Waiting = Pin<Box<dyn Future<Output = MutexGuardArc<()>> + Send>>;
@@ -42,6 +45,7 @@ impl TurnTaking {
     pub fn frame_writer(&self) -> FrameWriter {
         FrameWriter {
             socket: self.socket.clone(),
+            readiness: Arc::from(self.socket.clone()),
             turn: self.turn.clone(),
         }
     }
@@ -66,6 +70,8 @@ impl TurnTaking {
 /// Writes whole messages between tungstenite's.
 pub struct FrameWriter {
     socket: TcpStream,
+    /// The same socket, for system calls futures-io has no method for.
+    readiness: Arc<Async<std::net::TcpStream>>,
     turn: Turn,
 }
 
@@ -75,6 +81,23 @@ impl FrameWriter {
     pub async fn write_message(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         let _turn = self.turn.lock().await;
         crate::net::write_all_vectored(&mut self.socket, parts).await
+    }
+
+    /// Sends a staged frame as one message (see [`FrameWriter::write_message`]).
+    pub async fn send_staged(&mut self, staged: &Staged) -> io::Result<()> {
+        let _turn = self.turn.lock().await;
+        let mut sent = 0;
+        while sent < staged.len() {
+            match self
+                .readiness
+                .write_with(|socket| staged.send_from(socket, sent))
+                .await?
+            {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => sent += n,
+            }
+        }
+        Ok(())
     }
 }
 
