@@ -16,13 +16,11 @@ use futures_lite::{StreamExt, future};
 use serde::Deserialize;
 use tracing::{Instrument, debug, info};
 
+use super::fanout::{Fanout, Seat};
 use super::{Resource, Sink, SinkConfig, SinkContext};
-use crate::bus::{Frame, Policy, Subscription};
 use crate::http::{Routes, WsStream};
 use crate::mode::Mode;
 use crate::ratelimit::RateLimit;
-use crate::staging::Stage;
-use crate::turns::FrameWriter;
 
 /// `type = "websocket"`
 #[derive(Debug, Clone, Deserialize)]
@@ -58,11 +56,8 @@ impl SinkConfig for Config {
         if let Some(bad) = self.paths.iter().find(|p| !p.starts_with('/')) {
             return Err(format!("path `{bad}` must start with /"));
         }
-        let stage = crate::staging::Stage::new(&format!("croissant-{}", ctx.name))
-            .map_err(|error| tracing::warn!(%error, "frames will be copied to every viewer"))
-            .ok();
         Ok(Arc::new(WebSocketSink {
-            stage,
+            fanout: Fanout::new(ctx.clone(), frame_header),
             paths: self.paths.clone(),
             ctx,
             next_viewer: AtomicU64::new(1),
@@ -74,8 +69,8 @@ impl SinkConfig for Config {
 /// The running sink: a registry of viewers, each served by its own task.
 pub struct WebSocketSink {
     paths: Vec<String>,
-    /// Where frames are staged once for all viewers; without it each viewer gets a copy.
-    stage: Option<Stage>,
+    /// Sends every frame to the viewers that asked for them.
+    fanout: Fanout,
     ctx: SinkContext,
     next_viewer: AtomicU64,
     /// Refusals beyond `max_viewers` are logged at most this often.
@@ -104,22 +99,9 @@ impl Sink for WebSocketSink {
 /// one frame, so what it sees is never seconds old.
 const UNSENT_LIMIT: u32 = 16 * 1024;
 
-/// Sends one frame as a WebSocket binary message, taking turns with tungstenite's pongs and
-/// closes. Server frames are not masked, so the payload on the wire is the shared JPEG
-/// itself: header and payload are staged once for all viewers and sent from there, or, where
-/// staging is unavailable, go out in one vectored write.
-async fn send_frame(socket: &mut FrameWriter, stage: Option<&Stage>, frame: &Frame) -> std::io::Result<()> {
-    let mut header = [0u8; 10];
-    let len = frame_header(&mut header, frame.jpeg.len());
-    let parts: [&[u8]; 2] = [&header[..len], &frame.jpeg];
-    // Staging can only fail for want of memory; the copying path needs none of its own.
-    match stage.map(|stage| stage.frame(frame.seq, &parts)) {
-        Some(Ok(staged)) => socket.send_staged(&staged).await,
-        _ => socket.write_message(&parts).await,
-    }
-}
-
 /// Writes the header of a final, unmasked binary frame of `len` bytes; returns its size.
+/// Server frames are not masked, so the rest of the message on the wire is the shared JPEG
+/// itself, sent to every viewer without a copy of its own (see [`Fanout`]).
 fn frame_header(out: &mut [u8; 10], len: usize) -> usize {
     out[0] = 0x82; // FIN + binary
     if len < 126 {
@@ -138,7 +120,8 @@ fn frame_header(out: &mut [u8; 10], len: usize) -> usize {
 
 /// What woke a viewer's task.
 enum Event {
-    Frame(Frame),
+    /// The fan-out left this viewer a frame to finish or catch up on.
+    Work,
     Control(Control),
 }
 
@@ -217,51 +200,54 @@ impl WebSocketSink {
             return;
         };
         info!(viewers = slot.total(), "viewer connected");
-        // Frames go straight to the socket (see `send_frame`); tungstenite keeps the reading
+        // Frames go straight to the socket from the fan-out; tungstenite keeps the reading
         // side and the control frames it answers (pong, close).
-        let mut raw = ws.get_ref().frame_writer();
-        if let Err(error) = crate::net::limit_unsent(&raw, UNSENT_LIMIT) {
+        let writer = ws.get_ref().frame_writer();
+        if let Err(error) = crate::net::limit_unsent(&writer, UNSENT_LIMIT) {
             debug!(%error, "cannot limit the socket's unsent bytes");
         }
+        let seat = Seat::new(writer);
         let (mut tx, rx) = ws.split();
-        // The reading side parks in its own task until the viewer sends something, so a
-        // frame costs this task one wake-up and one writev, not a read attempt as well.
+        // The reading side parks in its own task until the viewer sends something, so
+        // frames cost this connection nothing but the fan-out's one system call each.
         let (control_tx, control) = async_channel::bounded(4);
         let reader = crate::runtime::spawn(read_controls(rx, control_tx).in_current_span());
-        let mut subscription: Option<Subscription> = None;
+        let mut watching = false;
         let mut slow = RateLimit::new(Duration::from_secs(30));
         let mut last_dropped = 0;
         let close = loop {
             let others = next_control(&control, &self.ctx.shutdown);
-            // A viewer slower than the camera always has a frame queued; look at its
-            // messages and at shutdown first, so `stop` and going-away still get through.
+            // A viewer slower than the camera always has work waiting; look at its messages
+            // and at shutdown first, so `stop` and going-away still get through.
             let pending = if self.ctx.shutdown.fired() {
                 Some(GOING_AWAY)
             } else {
                 control.try_recv().ok()
             };
-            let event = match (pending, &subscription) {
-                (Some(control), _) => Event::Control(control),
-                // Frames next: when one is queued, the other futures are not even polled.
-                (None, Some(sub)) => {
-                    future::or(async { Event::Frame(sub.recv().await) }, async {
-                        Event::Control(others.await)
-                    })
+            let event = match pending {
+                Some(control) => Event::Control(control),
+                None => {
+                    future::or(
+                        async {
+                            seat.work_waiting().await;
+                            Event::Work
+                        },
+                        async { Event::Control(others.await) },
+                    )
                     .await
                 }
-                (None, None) => Event::Control(others.await),
             };
             match event {
-                Event::Frame(frame) => {
-                    // A full socket can hold this write for as long as the viewer does not
-                    // read; meanwhile still obey `stop` (it releases the camera) and
-                    // shutdown. The frame itself is finished, or the connection closed.
-                    let write = send_frame(&mut raw, self.stage.as_ref(), &frame);
-                    futures_lite::pin!(write);
+                Event::Work => {
+                    // A full socket can hold this for as long as the viewer does not read;
+                    // meanwhile still obey `stop` (it releases the camera) and shutdown. The
+                    // frame in progress is finished, or the connection closed.
+                    let work = seat.catch_up(&self.ctx);
+                    futures_lite::pin!(work);
                     let outcome = loop {
                         let interrupt = next_control(&control, &self.ctx.shutdown);
                         let step =
-                            future::or(async { Ok(write.as_mut().await) }, async { Err(interrupt.await) });
+                            future::or(async { Ok(work.as_mut().await) }, async { Err(interrupt.await) });
                         match step.await {
                             Ok(Ok(())) => break Ok(()),
                             Ok(Err(error)) => {
@@ -270,7 +256,10 @@ impl WebSocketSink {
                             }
                             Err(Control::Stop) => {
                                 debug!("stop");
-                                subscription = None;
+                                if watching {
+                                    self.fanout.leave(&seat);
+                                    watching = false;
+                                }
                             }
                             Err(Control::Start) => {}
                             Err(Control::Closed(close)) => break Err(close),
@@ -279,32 +268,35 @@ impl WebSocketSink {
                     if let Err(close) = outcome {
                         break close;
                     }
-                    self.ctx.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                    if let Some(sub) = &subscription {
-                        let dropped = sub.dropped();
-                        if dropped > last_dropped && slow.allow().is_some() {
-                            info!(dropped, "viewer too slow; skipping frames");
-                            last_dropped = dropped;
-                        }
+                    let dropped = seat.dropped();
+                    if dropped > last_dropped && slow.allow().is_some() {
+                        info!(dropped, "viewer too slow; skipping frames");
+                        last_dropped = dropped;
                     }
                 }
-                Event::Control(Control::Start) if subscription.is_none() => {
+                Event::Control(Control::Start) if !watching => {
                     if !self.ctx.is_enabled() {
                         break Some((CloseCode::Policy, "live view is off in this mode"));
                     }
                     debug!("start");
-                    subscription = Some(self.ctx.subscribe(Policy::Latest));
+                    self.fanout.join(&seat);
+                    watching = true;
                 }
-                Event::Control(Control::Stop) if subscription.is_some() => {
+                Event::Control(Control::Stop) if watching => {
                     debug!("stop");
-                    subscription = None;
+                    self.fanout.leave(&seat);
+                    watching = false;
                 }
                 Event::Control(Control::Start | Control::Stop) => {}
                 Event::Control(Control::Closed(close)) => break close,
             }
         };
         drop(reader);
-        drop(subscription);
+        if watching {
+            self.fanout.leave(&seat);
+        }
+        // A frame cut short leaves the connection good only for closing, which is next.
+        seat.abandon();
         let frame = close.map(|(code, reason)| CloseFrame {
             code,
             reason: reason.into(),

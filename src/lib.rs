@@ -10,8 +10,10 @@
 //! - [`splitter`]: the camera's stdout bytes cut into whole JPEGs.
 //! - [`bus`]: each frame shared (one allocation) with a bounded queue per consumer.
 //! - [`mode`]: on-demand or continuous, and the demand count that runs the source.
-//! - `sinks`: the consumers, one file each; `sinks/websocket.rs` serves live viewers
-//!   (one `writev` per frame, see [`net`]), `sinks/mjpeg.rs` MJPEG over HTTP.
+//! - `sinks`: the consumers, one file each; `sinks/websocket.rs` serves live viewers,
+//!   whose frames `sinks/fanout.rs` writes (one `sendfile` per viewer from a frame
+//!   [`staging`] holds once, taking [`turns`] with tungstenite); `sinks/mjpeg.rs` serves
+//!   MJPEG over HTTP.
 //! - `sinks/recorder/`, `sinks/thumbnailer.rs`, `sinks/retention.rs`: continuous mode's
 //!   MP4 segments, thumbnails and clean-up, over the files [`recordings`] names;
 //!   `sinks/relay.rs` pushes H.264 to a media server. Both feed ffmpeg through

@@ -3,8 +3,6 @@
 use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 
-use futures_lite::AsyncWriteExt;
-
 /// Keeps at most about `bytes` of not-yet-sent data queued in the kernel for this socket
 /// (`TCP_NOTSENT_LOWAT`): writes wait instead of piling frames into a send buffer that
 /// Linux would otherwise grow to megabytes. Without it a slow viewer falls tens of seconds
@@ -28,28 +26,6 @@ pub fn limit_unsent(socket: &impl AsRawFd, bytes: u32) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-/// Writes all of `parts` with as few `writev` calls as the socket allows: a frame header and
-/// the shared payload go out together, without first copying them into one buffer.
-pub async fn write_all_vectored(
-    out: &mut (impl futures_lite::AsyncWrite + Unpin),
-    parts: &[&[u8]],
-) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = parts
-        .iter()
-        .filter(|p| !p.is_empty())
-        .map(|p| IoSlice::new(p))
-        .collect();
-    let mut remaining: &mut [IoSlice<'_>] = &mut slices;
-    while !remaining.is_empty() {
-        let n = out.write_vectored(remaining).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut remaining, n);
-    }
-    Ok(())
 }
 
 /// A connection whose reads fail with `TimedOut` when the peer sends nothing for `limit`
@@ -143,13 +119,6 @@ impl futures_lite::AsyncWrite for ReadDeadline {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn vectored_writes_deliver_every_part_in_order() {
-        let mut out = futures_lite::io::Cursor::new(Vec::new());
-        smol::block_on(write_all_vectored(&mut out, &[b"ab", b"", b"cdef", b"g"])).expect("write");
-        assert_eq!(out.into_inner(), b"abcdefg");
-    }
 
     #[test]
     fn unsent_limit_applies_to_tcp_sockets() {

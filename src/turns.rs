@@ -16,8 +16,6 @@ use smol::Async;
 use smol::lock::{Mutex, MutexGuardArc};
 use smol::net::TcpStream;
 
-use crate::staging::Staged;
-
 type Turn = Arc<Mutex<()>>;
 type Waiting = Pin<Box<dyn Future<Output = MutexGuardArc<()>> + Send>>;
 
@@ -44,8 +42,7 @@ impl TurnTaking {
     /// The other writer of this connection.
     pub fn frame_writer(&self) -> FrameWriter {
         FrameWriter {
-            socket: self.socket.clone(),
-            readiness: Arc::from(self.socket.clone()),
+            socket: Arc::from(self.socket.clone()),
             turn: self.turn.clone(),
         }
     }
@@ -67,37 +64,27 @@ impl TurnTaking {
     }
 }
 
-/// Writes whole messages between tungstenite's.
+/// The socket as the frame writer sees it: it takes the turn for a whole message, writes it
+/// with whatever system call suits, and gives the turn back.
 pub struct FrameWriter {
-    socket: TcpStream,
-    /// The same socket, for system calls futures-io has no method for.
-    readiness: Arc<Async<std::net::TcpStream>>,
+    socket: Arc<Async<std::net::TcpStream>>,
     turn: Turn,
 }
 
 impl FrameWriter {
-    /// Writes all of `parts` as one message: tungstenite cannot write until it is done (or
-    /// this future is dropped, which leaves the connection good only for closing).
-    pub async fn write_message(&mut self, parts: &[&[u8]]) -> io::Result<()> {
-        let _turn = self.turn.lock().await;
-        crate::net::write_all_vectored(&mut self.socket, parts).await
+    /// The turn, if no one holds it.
+    pub fn try_turn(&self) -> Option<MutexGuardArc<()>> {
+        self.turn.try_lock_arc()
     }
 
-    /// Sends a staged frame as one message (see [`FrameWriter::write_message`]).
-    pub async fn send_staged(&mut self, staged: &Staged) -> io::Result<()> {
-        let _turn = self.turn.lock().await;
-        let mut sent = 0;
-        while sent < staged.len() {
-            match self
-                .readiness
-                .write_with(|socket| staged.send_from(socket, sent))
-                .await?
-            {
-                0 => return Err(io::ErrorKind::WriteZero.into()),
-                n => sent += n,
-            }
-        }
-        Ok(())
+    /// The turn, once tungstenite has finished what it is writing.
+    pub async fn turn(&self) -> MutexGuardArc<()> {
+        self.turn.lock_arc().await
+    }
+
+    /// The socket, to write while holding the turn.
+    pub fn socket(&self) -> &Async<std::net::TcpStream> {
+        &self.socket
     }
 }
 

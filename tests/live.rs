@@ -483,3 +483,56 @@ fn pings_from_a_viewer_behind_on_reading_never_split_a_frame() {
         assert_eq!(pongs, 5, "every ping is answered");
     }
 }
+
+#[test]
+fn a_slow_viewer_gets_whole_frames_in_order_and_never_falls_far_behind() {
+    let daemon = Daemon::start(&fakecam_config(
+        r#""--fps", "30", "--width", "1280", "--height", "720", "--noise", "11""#,
+        "",
+    ));
+    let mut slow = daemon.viewer("/");
+    // A small receive buffer, as on a slow link (on loopback Linux would otherwise let it
+    // grow to megabytes and queue frames there, beyond the daemon's reach).
+    let size: libc::c_int = 16 * 1024;
+    // SAFETY: a valid socket and an option value of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(slow.ws.get_ref()),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUF");
+    slow.send("start");
+    let mut seqs = Vec::new();
+    let mut oldest_ms = 0;
+    for _ in 0..15 {
+        // Read one frame every 200 ms: about one in six of the camera's.
+        std::thread::sleep(Duration::from_millis(200));
+        let jpeg = slow.frame();
+        assert_eq!(jpeg_size(&jpeg), Some((1280, 720)), "a whole frame");
+        assert!(jpeg.ends_with(&[0xFF, 0xD9]), "a whole frame");
+        let written_us = comment_field(&jpeg, "us=").expect("fakecam's write time");
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_micros() as u64;
+        oldest_ms = oldest_ms.max(now_us.saturating_sub(written_us) / 1000);
+        seqs.push(frame_seq(&jpeg));
+    }
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "frames out of order: {seqs:?}"
+    );
+    // Queued frames would come one after the other; skipping keeps up with the camera.
+    let span = seqs[seqs.len() - 1] - seqs[0];
+    assert!(
+        span >= 3 * seqs.len() as u64,
+        "the slow viewer should skip frames, not queue them: {seqs:?}"
+    );
+    // What it reads is at most about one frame older than its read pace (200 ms), never
+    // seconds old (here about 215 ms; the bound leaves room for a busy machine).
+    assert!(oldest_ms < 600, "a frame was {oldest_ms} ms old when read");
+}

@@ -1,0 +1,379 @@
+//! Live frames to many sockets from a few tasks.
+//!
+//! With one task per viewer, every frame costs every viewer a wake-up, a poll and often a
+//! context switch before its one system call. Here a few shard tasks (one per core) each
+//! take a frame from the bus once and write it to each of their viewers with one
+//! non-blocking system call. A viewer whose socket cannot take the whole frame right away is
+//! handed over to its own task (see [`Seat::catch_up`]), which finishes the frame when the
+//! socket has room and then sends the newest frame it missed; until then the shard only
+//! leaves it the newest frame. So a viewer is never more than one frame behind its own read
+//! pace, and never holds up anyone else.
+//!
+//! Each socket has one more writer, tungstenite answering pings and closing; the socket's
+//! turn (see [`crate::turns`]) keeps their messages whole.
+
+use std::io::{self, IoSlice, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use smol::Task;
+use smol::lock::MutexGuardArc;
+use tracing::Instrument;
+
+use super::SinkContext;
+use crate::bus::{Frame, Policy, Subscription};
+use crate::staging::{Stage, Staged};
+use crate::turns::FrameWriter;
+
+/// Writes a message header for a payload of `len` bytes into the buffer; returns its size.
+pub type Header = fn(&mut [u8; 10], usize) -> usize;
+
+/// The viewers of one sink, spread over a few shards.
+pub struct Fanout {
+    ctx: SinkContext,
+    shards: Vec<Arc<Shard>>,
+    prepare: Arc<Prepare>,
+}
+
+/// How a frame becomes the bytes every viewer of a sink gets.
+struct Prepare {
+    header: Header,
+    /// Where frames are staged once for all viewers; without it each viewer gets a copy.
+    stage: Option<Stage>,
+}
+
+struct Shard {
+    registry: Mutex<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    /// Copied on change, so a shard's task takes the list without holding the lock.
+    seats: Arc<[Arc<Seat>]>,
+    /// Runs while the shard has viewers (and keeps the camera wanted meanwhile).
+    task: Option<Task<()>>,
+}
+
+impl Fanout {
+    /// The fan-out of a sink whose messages start with `header`.
+    pub fn new(ctx: SinkContext, header: Header) -> Fanout {
+        let stage = Stage::new(&format!("croissant-{}", ctx.name))
+            .map_err(|error| tracing::warn!(%error, "frames will be copied to every viewer"))
+            .ok();
+        let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Fanout {
+            ctx,
+            shards: (0..shards)
+                .map(|_| {
+                    Arc::new(Shard {
+                        registry: Mutex::new(Registry::default()),
+                    })
+                })
+                .collect(),
+            prepare: Arc::new(Prepare { header, stage }),
+        }
+    }
+
+    /// Starts sending frames to `seat`, on the shard with the fewest viewers.
+    pub fn join(&self, seat: &Arc<Seat>) {
+        let shard = self
+            .shards
+            .iter()
+            .min_by_key(|shard| lock(&shard.registry).seats.len())
+            .expect("at least one shard");
+        let mut registry = lock(&shard.registry);
+        let mut seats = registry.seats.to_vec();
+        seats.push(seat.clone());
+        registry.seats = seats.into();
+        if registry.task.is_none() {
+            // Subscribed here rather than in the task, so the camera is wanted from now on.
+            let subscription = self.ctx.subscribe(Policy::Latest);
+            let work = run_shard(
+                shard.clone(),
+                subscription,
+                self.prepare.clone(),
+                self.ctx.clone(),
+            );
+            registry.task = Some(crate::runtime::spawn(work.in_current_span()));
+        }
+    }
+
+    /// Stops sending frames to `seat`; a frame it is in the middle of is still finished by
+    /// its own task. The last viewer of a shard stops the shard.
+    pub fn leave(&self, seat: &Arc<Seat>) {
+        for shard in &self.shards {
+            let mut registry = lock(&shard.registry);
+            if registry.seats.iter().any(|s| Arc::ptr_eq(s, seat)) {
+                let seats: Vec<_> = registry
+                    .seats
+                    .iter()
+                    .filter(|s| !Arc::ptr_eq(s, seat))
+                    .cloned()
+                    .collect();
+                registry.seats = seats.into();
+                if registry.seats.is_empty() {
+                    registry.task = None;
+                }
+            }
+        }
+        lock(&seat.work).newer = None;
+    }
+}
+
+/// A shard's task: each frame, once, to each of its viewers.
+async fn run_shard(shard: Arc<Shard>, subscription: Subscription, prepare: Arc<Prepare>, ctx: SinkContext) {
+    loop {
+        let frame = subscription.recv().await;
+        let seats = lock(&shard.registry).seats.clone();
+        if seats.is_empty() {
+            continue;
+        }
+        let message = prepare.message(&frame);
+        let delivered = seats
+            .iter()
+            .filter(|seat| seat.offer(frame.seq, &message, &ctx))
+            .count();
+        // Once per frame: shards on other cores would fight over the counter's cache line.
+        ctx.stats.delivered.fetch_add(delivered as u64, Ordering::Relaxed);
+    }
+}
+
+impl Prepare {
+    fn message(&self, frame: &Frame) -> Message {
+        let mut header = [0u8; 10];
+        let header_len = (self.header)(&mut header, frame.jpeg.len());
+        if let Some(stage) = &self.stage {
+            // Staging can only fail for want of memory; the copying path needs none of its own.
+            if let Ok(staged) = stage.frame(frame.seq, &[&header[..header_len], &frame.jpeg]) {
+                return Message::Staged(staged);
+            }
+        }
+        Message::Copied(Arc::new(Copied {
+            header,
+            header_len,
+            jpeg: frame.jpeg.clone(),
+        }))
+    }
+}
+
+/// One frame as its viewers get it: header and JPEG.
+#[derive(Clone)]
+enum Message {
+    Staged(Arc<Staged>),
+    Copied(Arc<Copied>),
+}
+
+struct Copied {
+    header: [u8; 10],
+    header_len: usize,
+    jpeg: Bytes,
+}
+
+impl Message {
+    fn len(&self) -> usize {
+        match self {
+            Message::Staged(staged) => staged.len(),
+            Message::Copied(copied) => copied.header_len + copied.jpeg.len(),
+        }
+    }
+
+    /// Writes bytes `from..` with one system call; returns how many the socket took.
+    fn write_from(&self, socket: &std::net::TcpStream, from: usize) -> io::Result<usize> {
+        match self {
+            Message::Staged(staged) => staged.send_from(socket, from),
+            Message::Copied(copied) => {
+                let header = &copied.header[..copied.header_len];
+                let parts = [
+                    IoSlice::new(header.get(from..).unwrap_or_default()),
+                    IoSlice::new(&copied.jpeg[from.saturating_sub(header.len())..]),
+                ];
+                let mut socket = socket;
+                socket.write_vectored(&parts)
+            }
+        }
+    }
+}
+
+/// One viewer's place in the fan-out.
+pub struct Seat {
+    writer: FrameWriter,
+    /// One more than the sequence number of the newest frame begun; older ones are stale.
+    begun: AtomicU64,
+    work: Mutex<Work>,
+    doorbell: (async_channel::Sender<()>, async_channel::Receiver<()>),
+    /// Frames this viewer missed because it was slower than the camera.
+    dropped: AtomicU64,
+}
+
+/// What a shard leaves a viewer's task to do.
+#[derive(Default)]
+struct Work {
+    /// A frame the socket took only part of, with the turn held so nothing else gets in.
+    rest: Option<Rest>,
+    /// The newest frame the viewer has not been sent.
+    newer: Option<(u64, Message)>,
+    /// Why the socket cannot be written any more.
+    failed: Option<io::Error>,
+}
+
+struct Rest {
+    message: Message,
+    written: usize,
+    _turn: MutexGuardArc<()>,
+}
+
+impl Seat {
+    /// A seat for the viewer on the other end of `writer`.
+    pub fn new(writer: FrameWriter) -> Arc<Seat> {
+        Arc::new(Seat {
+            writer,
+            begun: AtomicU64::new(0),
+            work: Mutex::new(Work::default()),
+            doorbell: async_channel::bounded(1),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Frames this viewer missed because it was slower than the camera.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Lets go of any frame still to be written, and of the socket's turn with it.
+    pub fn abandon(&self) {
+        let mut work = lock(&self.work);
+        work.rest = None;
+        work.newer = None;
+    }
+
+    /// Waits until the shard leaves this viewer's task something to do (see
+    /// [`Seat::catch_up`]).
+    pub async fn work_waiting(&self) {
+        let _ = self.doorbell.1.recv().await;
+    }
+
+    /// From a shard: writes the frame now if the socket takes it whole (and says so), else
+    /// leaves it (or what is left of it) to the viewer's task.
+    fn offer(&self, seq: u64, message: &Message, ctx: &SinkContext) -> bool {
+        let Some(turn) = self.writer.try_turn() else {
+            // The viewer's task or tungstenite is writing: leave the newest frame for later.
+            let replaced = lock(&self.work).newer.replace((seq, message.clone()));
+            if replaced.is_some() {
+                self.skipped(ctx);
+            }
+            self.ring();
+            return false;
+        };
+        {
+            let mut work = lock(&self.work);
+            if work.failed.is_some() {
+                return false;
+            }
+            if work.newer.take().is_some() {
+                self.skipped(ctx);
+            }
+        }
+        self.begun.store(seq + 1, Ordering::Relaxed);
+        match message.write_from(self.writer.socket().get_ref(), 0) {
+            Ok(n) if n == message.len() => return true,
+            Ok(written) => self.hand_over(message, written, turn),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                self.hand_over(message, 0, turn)
+            }
+            Err(error) => {
+                lock(&self.work).failed = Some(error);
+                self.ring();
+            }
+        }
+        false
+    }
+
+    fn hand_over(&self, message: &Message, written: usize, turn: MutexGuardArc<()>) {
+        lock(&self.work).rest = Some(Rest {
+            message: message.clone(),
+            written,
+            _turn: turn,
+        });
+        self.ring();
+    }
+
+    fn ring(&self) {
+        let _ = self.doorbell.0.try_send(());
+    }
+
+    fn skipped(&self, ctx: &SinkContext) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// From the viewer's task: finishes what the shard could not write, then the newest
+    /// frame the viewer missed meanwhile, waiting for the socket as long as it takes.
+    /// Returns once nothing is left, or the socket failed.
+    pub async fn catch_up(&self, ctx: &SinkContext) -> io::Result<()> {
+        loop {
+            let rest = {
+                let mut work = lock(&self.work);
+                if let Some(error) = work.failed.take() {
+                    return Err(error);
+                }
+                match work.rest.take() {
+                    // Nothing of it went out yet and a newer frame is waiting: skip to that.
+                    Some(rest) if rest.written == 0 && work.newer.is_some() => {
+                        drop(work);
+                        drop(rest);
+                        self.skipped(ctx);
+                        continue;
+                    }
+                    rest => rest,
+                }
+            };
+            if let Some(rest) = rest {
+                self.write_rest(&rest.message, rest.written).await?;
+                ctx.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if lock(&self.work).newer.is_none() {
+                return Ok(());
+            }
+            let turn = self.writer.turn().await;
+            // Taken only now: anything newer that came while waiting for the turn wins.
+            let Some((seq, message)) = lock(&self.work).newer.take() else {
+                continue;
+            };
+            if seq < self.begun.load(Ordering::Relaxed) {
+                self.skipped(ctx);
+                continue;
+            }
+            self.begun.store(seq + 1, Ordering::Relaxed);
+            self.write_rest(&message, 0).await?;
+            drop(turn);
+            ctx.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn write_rest(&self, message: &Message, mut written: usize) -> io::Result<()> {
+        while written < message.len() {
+            match self
+                .writer
+                .socket()
+                .write_with(|socket| message.write_from(socket, written))
+                .await?
+            {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => written += n,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: every critical section here leaves the data valid.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
