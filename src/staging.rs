@@ -1,10 +1,11 @@
 //! Frames staged once in memory the kernel can hand to sockets without copying.
 //!
 //! Fanning a frame out with `writev` copies it into every viewer's socket; at 200 viewers
-//! that copy is a fifth of the daemon's CPU, and more for large frames. Instead, a sink
+//! that copy is a sixth of the daemon's CPU, and more for large frames. Instead, a sink
 //! writes each frame (with its own framing bytes) once into an anonymous in-memory file, and
 //! every viewer's socket gets it with `sendfile`, which makes the kernel reference those
-//! pages rather than copy them (`cargo bench --bench fanout` measures the difference).
+//! pages rather than copy them (`cargo bench --bench fanout` measures the difference). The
+//! staging itself costs more than one copy, so it pays only with many viewers.
 //!
 //! Pages handed to a socket may still be queued in the kernel long after `sendfile`
 //! returns, so a staged frame's bytes are never overwritten: each frame gets a fresh range

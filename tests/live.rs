@@ -46,6 +46,42 @@ fn two_viewers_get_the_same_frames_byte_identical_to_the_source() {
 }
 
 #[test]
+fn a_crowd_gets_frames_byte_identical_to_the_source_even_its_slow_members() {
+    // Enough viewers that the fan-out stages frames once and sends them from there (as it
+    // does beyond a few viewers per core), some of them slow, so frames go out in pieces.
+    let tee = tempfile::tempdir().expect("tee dir");
+    let args = format!(
+        r#""--fps", "30", "--width", "1280", "--height", "720", "--noise", "11", "--tee", "{}""#,
+        tee.path().display()
+    );
+    let daemon = Daemon::start(&fakecam_config(&args, ""));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut crowd: Vec<Viewer> = (0..20 * cores).map(|_| daemon.viewer("/")).collect();
+    for viewer in &mut crowd {
+        viewer.send("start");
+    }
+    let check = |jpeg: &[u8]| {
+        let seq = frame_seq(jpeg);
+        let written =
+            std::fs::read(tee.path().join(format!("{seq}.jpg"))).expect("the source wrote this frame");
+        assert!(jpeg == written, "frame {seq} differs from what the source wrote");
+        seq
+    };
+    let mut last = vec![None; crowd.len()];
+    for round in 0..12 {
+        for (i, viewer) in crowd.iter_mut().enumerate() {
+            // Every fourth viewer reads only every third round, and falls behind.
+            if i % 4 == 3 && round % 3 != 0 {
+                continue;
+            }
+            let seq = check(&viewer.frame());
+            assert!(last[i] < Some(seq), "viewer {i}: frame {seq} after {:?}", last[i]);
+            last[i] = Some(seq);
+        }
+    }
+}
+
+#[test]
 fn a_viewer_that_never_reads_does_not_slow_others_or_grow_memory() {
     let daemon = Daemon::start(&fakecam_config(
         r#""--fps", "30", "--width", "1280", "--height", "720""#,
