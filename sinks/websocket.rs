@@ -1,8 +1,10 @@
 //! The live viewer sink: browsers connect over WebSocket, send `start`, and receive every
 //! frame as one binary message holding one JPEG, as the original server did.
 //!
-//! Each viewer has a newest-frame-wins queue of one frame, so a slow viewer skips frames;
-//! it never holds up the camera or other viewers, and never costs more than its queue.
+//! Frames reach viewers through the sink's [`Fanout`]: a viewer not ready for a frame gets
+//! only the newest one once it is, so a slow viewer skips frames; it never holds up the
+//! camera or other viewers, and never costs more than two frames. Each viewer's own task
+//! handles its messages (`start`, `stop`) and the frames it has to catch up on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,8 +1,8 @@
-//! One WebSocket connection, two writers: the viewer's task writes frames straight to the
-//! socket (one vectored write, no copy), while tungstenite, reading the viewer's messages
-//! in another task, answers pings and closes on its own. Bytes of one message must never
-//! land inside another, so the two take turns: whoever starts a message holds the turn
-//! until the whole of it is in the kernel.
+//! One WebSocket connection, two writers: the fan-out writes frames straight to the socket
+//! (`sinks/fanout.rs`: one `writev` or `sendfile`, no copy of its own), while tungstenite,
+//! reading the viewer's messages in another task, answers pings and closes on its own.
+//! Bytes of one message must never land inside another, so the two take turns: whoever
+//! starts a message holds the turn until the whole of it is in the kernel.
 
 use std::future::Future;
 use std::io;
