@@ -5,8 +5,9 @@
 //!
 //! - `writev loop`: one thread writes every viewer in turn with one `writev` each (blocking
 //!   sockets). No runtime, no wake-ups: the kernel's own cost of a send.
-//! - `sendfile loop`: the same, but each frame is written once into a memfd and every viewer
-//!   gets it with `sendfile`, so the kernel references the pages instead of copying them.
+//! - `sendfile loop`: the same, but each frame is staged once (the daemon's own
+//!   [`croissant::staging::Stage`]) and every viewer gets it with `sendfile`, so the kernel
+//!   references the pages instead of copying them.
 //! - `task per viewer`: smol on two threads, one task per viewer woken by its own queue for
 //!   every frame, as a daemon with one task per connection does.
 //!
@@ -20,6 +21,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use croissant::staging::Stage;
 use futures_lite::AsyncWriteExt;
 
 const SIZES: [(&str, usize, u32); 2] = [("640x480@30", 30_000, 30), ("1280x720@15", 100_000, 15)];
@@ -90,11 +92,14 @@ fn measure(how: How, viewers: usize, size: usize, fps: u32, length: Duration) ->
             drop(sockets);
         }
         How::SendfileLoop => {
-            let staging = Staging::new();
+            let stage = Stage::new("frames").expect("memfd");
             paced(frames, interval, |n| {
-                let at = staging.put(n, &header, &payload);
+                let staged = stage.frame(n, &[&header, &payload]).expect("stage");
                 for socket in &sockets {
-                    staging.send(socket, at, header.len() + payload.len());
+                    let mut sent = 0;
+                    while sent < staged.len() {
+                        sent += staged.send_from(socket, sent).expect("sendfile");
+                    }
                 }
             });
             drop(sockets);
@@ -125,48 +130,6 @@ fn write_all(socket: &mut &TcpStream, header: &[u8], payload: &[u8]) {
     while !parts.is_empty() {
         let n = socket.write_vectored(parts).expect("writev");
         IoSlice::advance_slices(&mut parts, n);
-    }
-}
-
-/// Frames written once into a memfd, each at a fresh page-aligned offset: pages still
-/// referenced by queued socket data are never overwritten, only released (hole-punched)
-/// once a few newer frames have gone out.
-struct Staging {
-    file: std::fs::File,
-}
-
-const KEEP_FRAMES: u64 = 8;
-const SLOT: u64 = 128 * 1024;
-
-impl Staging {
-    fn new() -> Self {
-        let fd = rustix::fs::memfd_create("frames", rustix::fs::MemfdFlags::CLOEXEC).expect("memfd");
-        Staging {
-            file: std::fs::File::from(fd),
-        }
-    }
-
-    fn put(&self, n: u64, header: &[u8], payload: &[u8]) -> u64 {
-        use std::os::unix::fs::FileExt;
-        let at = n * SLOT;
-        self.file
-            .write_all_at(&[header, payload].concat(), at)
-            .expect("stage");
-        if n >= KEEP_FRAMES {
-            let old = (n - KEEP_FRAMES) * SLOT;
-            let mode = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
-            rustix::fs::fallocate(&self.file, mode, old, SLOT).expect("punch hole");
-        }
-        at
-    }
-
-    fn send(&self, socket: &TcpStream, at: u64, len: usize) {
-        let mut offset = at;
-        let mut left = len;
-        while left > 0 {
-            let n = rustix::fs::sendfile(socket, &self.file, Some(&mut offset), left).expect("sendfile");
-            left -= n;
-        }
     }
 }
 

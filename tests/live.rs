@@ -12,6 +12,13 @@ use rustix::process::Signal;
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
+/// Args for fakecam's 1280x720 frames of about 100 KB at 30 fps: a few fill a socket.
+const HD_CAMERA: &str = r#""--fps", "30", "--width", "1280", "--height", "720", "--noise", "11""#;
+
+fn start_with_hd_camera() -> Daemon {
+    Daemon::start(&fakecam_config(HD_CAMERA, ""))
+}
+
 #[test]
 fn two_viewers_get_the_same_frames_byte_identical_to_the_source() {
     let tee = tempfile::tempdir().expect("tee dir");
@@ -50,10 +57,7 @@ fn a_crowd_gets_frames_byte_identical_to_the_source_even_its_slow_members() {
     // Enough viewers that the fan-out stages frames once and sends them from there (as it
     // does beyond a few viewers per core), some of them slow, so frames go out in pieces.
     let tee = tempfile::tempdir().expect("tee dir");
-    let args = format!(
-        r#""--fps", "30", "--width", "1280", "--height", "720", "--noise", "11", "--tee", "{}""#,
-        tee.path().display()
-    );
+    let args = format!(r#"{HD_CAMERA}, "--tee", "{}""#, tee.path().display());
     let daemon = Daemon::start(&fakecam_config(&args, ""));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut crowd: Vec<Viewer> = (0..20 * cores).map(|_| daemon.viewer("/")).collect();
@@ -458,10 +462,7 @@ type = "websocket"
 
 #[test]
 fn a_viewer_that_stopped_reading_can_still_stop() {
-    let daemon = Daemon::start(&fakecam_config(
-        r#""--fps", "30", "--width", "1280", "--height", "720", "--noise", "11""#,
-        "",
-    ));
+    let daemon = start_with_hd_camera();
     let mut viewer = daemon.viewer("/");
     viewer.send("start");
     viewer.frame();
@@ -479,10 +480,7 @@ fn pings_from_a_viewer_behind_on_reading_never_split_a_frame() {
     // Client libraries (Python's websockets, for one) ping every few seconds. The answer must
     // go between frames even when the daemon is in the middle of a frame the viewer has not
     // made room for yet.
-    let daemon = Daemon::start(&fakecam_config(
-        r#""--fps", "30", "--width", "1280", "--height", "720", "--noise", "11""#,
-        "",
-    ));
+    let daemon = start_with_hd_camera();
     let mut viewer = daemon.viewer("/");
     viewer.send("start");
     viewer.frame();
@@ -522,10 +520,7 @@ fn pings_from_a_viewer_behind_on_reading_never_split_a_frame() {
 
 #[test]
 fn a_slow_viewer_gets_whole_frames_in_order_and_never_falls_far_behind() {
-    let daemon = Daemon::start(&fakecam_config(
-        r#""--fps", "30", "--width", "1280", "--height", "720", "--noise", "11""#,
-        "",
-    ));
+    let daemon = start_with_hd_camera();
     let mut slow = daemon.viewer("/");
     // A small receive buffer, as on a slow link (on loopback Linux would otherwise let it
     // grow to megabytes and queue frames there, beyond the daemon's reach).
