@@ -86,6 +86,14 @@ impl Browser {
 
     /// Sends a command and returns its result, skipping events.
     pub fn call(&mut self, method: &str, params: Value) -> Value {
+        match self.try_call(method, params) {
+            Ok(result) => result,
+            Err(error) => panic!("{method} failed: {error}"),
+        }
+    }
+
+    /// Sends a command and returns its result or the protocol's error.
+    fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let request = json!({ "id": id, "method": method, "params": params });
@@ -98,26 +106,33 @@ impl Browser {
             };
             let reply: Value = serde_json::from_str(&text).expect("DevTools JSON");
             if reply["id"] == id {
-                assert!(
-                    reply.get("error").is_none(),
-                    "{method} failed: {}",
-                    reply["error"]
-                );
-                return reply["result"].clone();
+                return match reply.get("error") {
+                    Some(error) => Err(error.clone()),
+                    None => Ok(reply["result"].clone()),
+                };
             }
         }
     }
 
     /// Evaluates JavaScript (awaiting promises) and returns its value.
     pub fn eval(&mut self, js: &str) -> Value {
-        let result = self.call(
+        match self.try_eval(js) {
+            Ok(value) => value,
+            Err(error) => panic!("{js} threw: {error}"),
+        }
+    }
+
+    /// Evaluates JavaScript; a thrown exception or a context torn down by a navigation
+    /// comes back as the error.
+    fn try_eval(&mut self, js: &str) -> Result<Value, Value> {
+        let result = self.try_call(
             "Runtime.evaluate",
             json!({ "expression": js, "returnByValue": true, "awaitPromise": true }),
-        );
-        if let Some(exception) = result.get("exceptionDetails") {
-            panic!("{js} threw: {exception}");
+        )?;
+        match result.get("exceptionDetails") {
+            Some(exception) => Err(exception.clone()),
+            None => Ok(result["result"]["value"].clone()),
         }
-        result["result"]["value"].clone()
     }
 
     /// Opens `url` and waits for the page to load.
@@ -130,16 +145,20 @@ impl Browser {
         );
     }
 
-    /// Polls a JavaScript condition until it is true.
+    /// Polls a JavaScript condition until it is true. While a page is navigating the
+    /// condition may see a half-parsed document and throw; that counts as "not yet", and
+    /// the last error is shown if the wait times out.
     pub fn wait_for(&mut self, what: &str, timeout: Duration, condition: &str) {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.eval(&format!("Boolean({condition})")) == Value::Bool(true) {
-                return;
-            }
+            let last_error = match self.try_eval(&format!("Boolean({condition})")) {
+                Ok(Value::Bool(true)) => return,
+                Ok(_) => None,
+                Err(error) => Some(error),
+            };
             assert!(
                 Instant::now() < deadline,
-                "timed out waiting for {what} ({condition})"
+                "timed out waiting for {what} ({condition}); last error: {last_error:?}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
