@@ -14,9 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Parser;
 use croissant::testpattern;
 
-/// Writes MJPEG to stdout.
+/// A fake camera for tests and benchmarks: writes numbered, timestamped JPEG frames to stdout.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Frame width.
     #[arg(long, default_value_t = 640)]

@@ -15,9 +15,9 @@ use clap::Parser;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use smol::Async;
 
-/// Opens WebSocket viewers and reports what they got, as one JSON line.
+/// The benchmark's load client: opens WebSocket viewers, reports what they got as JSON.
 #[derive(Parser, Clone)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The daemon's address.
     #[arg(long, default_value = "127.0.0.1:8080")]
