@@ -135,13 +135,15 @@ impl Browser {
         }
     }
 
-    /// Opens `url` and waits for the page to load.
+    /// Opens `url` and waits for the new page to load. The old page is marked first, so
+    /// its own finished load is never mistaken for the new one's.
     pub fn goto(&mut self, url: &str) {
+        self.eval("window.croissantTestLeaving = true");
         self.call("Page.navigate", json!({ "url": url }));
         self.wait_for(
             &format!("{url} to load"),
             Duration::from_secs(15),
-            "document.readyState === 'complete'",
+            "!window.croissantTestLeaving && document.readyState === 'complete'",
         );
     }
 
