@@ -267,6 +267,9 @@ pub fn argv(config: &SourceConfig) -> Option<Vec<String>> {
                 [
                     "-t",
                     "0",
+                    // A daemon draws nothing: without this, a Pi with a screen attached
+                    // gets the camera preview over its console.
+                    "--nopreview",
                     "--codec",
                     "mjpeg",
                     "--width",
@@ -629,7 +632,7 @@ mod tests {
         let argv = argv(&config).expect("a child process");
         assert_eq!(
             argv.join(" "),
-            "rpicam-vid -t 0 --codec mjpeg --width 640 --height 480 --framerate 30 --inline -o - --rotation 180"
+            "rpicam-vid -t 0 --nopreview --codec mjpeg --width 640 --height 480 --framerate 30 --inline -o - --rotation 180"
         );
     }
 
