@@ -255,6 +255,14 @@ pub async fn supervise(config: SourceConfig, bus: Bus, status: Arc<Status>, shut
     }
 }
 
+/// Whether an rpicam-vid argument is one of its preview options (`-n`/`--nopreview`,
+/// `-p`/`--preview`, `-f`/`--fullscreen`, `--qt-preview`), in any spelling it accepts.
+fn names_preview(arg: &str) -> bool {
+    let name = arg.split('=').next().unwrap_or(arg);
+    matches!(name, "-n" | "-p" | "-f" | "--fullscreen")
+        || (name.starts_with("--") && name.contains("preview"))
+}
+
 /// The program and arguments for a source kind; `None` for the in-process test pattern.
 pub fn argv(config: &SourceConfig) -> Option<Vec<String>> {
     let size = |v: u32| v.to_string();
@@ -263,13 +271,15 @@ pub fn argv(config: &SourceConfig) -> Option<Vec<String>> {
         SourceKind::Command => Some(config.command.clone()),
         SourceKind::Rpicam => {
             let mut argv: Vec<String> = vec![config.program.clone().unwrap_or_else(|| "rpicam-vid".into())];
+            argv.extend(["-t", "0"].map(String::from));
+            // A daemon draws nothing: without this, a Pi with a screen attached gets the
+            // camera preview over its console. rpicam-vid refuses an option given twice, so
+            // extra_args that say anything about the preview decide it alone.
+            if !config.extra_args.iter().any(|arg| names_preview(arg)) {
+                argv.push("--nopreview".into());
+            }
             argv.extend(
                 [
-                    "-t",
-                    "0",
-                    // A daemon draws nothing: without this, a Pi with a screen attached
-                    // gets the camera preview over its console.
-                    "--nopreview",
                     "--codec",
                     "mjpeg",
                     "--width",
@@ -633,6 +643,39 @@ mod tests {
         assert_eq!(
             argv.join(" "),
             "rpicam-vid -t 0 --nopreview --codec mjpeg --width 640 --height 480 --framerate 30 --inline -o - --rotation 180"
+        );
+    }
+
+    #[test]
+    fn rpicam_preview_options_in_extra_args_are_not_doubled() {
+        for own in [
+            &["-n"][..],
+            &["--nopreview=1"],
+            &["--preview", "0,0,640,480"],
+            &["-f"],
+        ] {
+            let config = SourceConfig {
+                kind: SourceKind::Rpicam,
+                extra_args: own.iter().map(|a| a.to_string()).collect(),
+                ..SourceConfig::default()
+            };
+            let argv = argv(&config).expect("a child process");
+            assert!(!argv.contains(&"--nopreview".to_owned()), "{argv:?}");
+        }
+        let rotated = SourceConfig {
+            kind: SourceKind::Rpicam,
+            extra_args: vec![
+                "--rotation".into(),
+                "180".into(),
+                "--denoise".into(),
+                "off".into(),
+            ],
+            ..SourceConfig::default()
+        };
+        assert!(
+            argv(&rotated)
+                .expect("a child process")
+                .contains(&"--nopreview".to_owned())
         );
     }
 
