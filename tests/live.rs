@@ -327,6 +327,67 @@ framerate = 10
 }
 
 #[test]
+fn the_rpicam_source_runs_rpicam_vid_with_the_configured_size_and_extra_args() {
+    // No camera here: a stand-in `rpicam-vid` notes its arguments, then hands over to
+    // fakecam making the configured 320x240.
+    let dir = tempfile::tempdir().expect("dir");
+    let stand_in = dir.path().join("rpicam-vid");
+    let noted = dir.path().join("argv");
+    std::fs::write(
+        &stand_in,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\nexec '{FAKECAM}' --width 320 --height 240 --fps 15\n",
+            noted.display()
+        ),
+    )
+    .expect("write the stand-in");
+    std::fs::set_permissions(&stand_in, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("make it executable");
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+[source]
+kind = "rpicam"
+program = "{}"
+width = 320
+height = 240
+framerate = 15
+extra_args = ["--rotation", "180"]
+"#,
+        stand_in.display()
+    );
+    let daemon = Daemon::start_in(dir, &config);
+    let mut viewer = daemon.viewer("/");
+    viewer.send("start");
+    for _ in 0..5 {
+        assert_eq!(jpeg_size(&viewer.frame()), Some((320, 240)));
+    }
+    let argv = std::fs::read_to_string(&noted).expect("the stand-in ran");
+    assert_eq!(
+        argv.lines().collect::<Vec<_>>(),
+        [
+            "-t",
+            "0",
+            "--nopreview",
+            "--codec",
+            "mjpeg",
+            "--width",
+            "320",
+            "--height",
+            "240",
+            "--framerate",
+            "15",
+            "--inline",
+            "-o",
+            "-",
+            "--rotation",
+            "180"
+        ]
+    );
+}
+
+#[test]
 fn unknown_messages_are_ignored_and_oversized_ones_close_the_socket() {
     let daemon = Daemon::start(&fakecam_config(r#""--fps", "20""#, ""));
     let mut viewer = daemon.viewer("/");
