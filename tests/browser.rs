@@ -245,6 +245,23 @@ fn logging_in_works_in_a_real_browser() {
         "window.croissant.frames > 5",
     );
 
+    // Sessions live in memory: after a restart the live page finds its WebSocket refused
+    // and goes to the login form, which brings the user back to it.
+    let port = daemon.port;
+    drop(daemon);
+    let _restarted = Daemon::start_on(tempfile::tempdir().expect("dir"), &config, port);
+    browser.wait_for(
+        "the login form after a restart",
+        Duration::from_secs(20),
+        "location.pathname === '/login' && document.getElementById('next').value === 'stream'",
+    );
+    submit(&mut browser, "vic", "vic-secret");
+    browser.wait_for(
+        "the live page again",
+        Duration::from_secs(10),
+        "location.pathname === '/stream' && document.getElementById('toggle') !== null",
+    );
+
     // A viewer sees the dashboard but cannot switch the mode.
     browser.goto(&format!("{base}/"));
     browser.wait_for(

@@ -70,7 +70,18 @@
         ? `The camera refused: ${event.reason}.`
         : 'Connection to the camera lost. Reconnecting…';
       retryTimer = setTimeout(connect, wait);
+      if (!refused) checkSession();
     };
+  }
+
+  // A WebSocket refused at the handshake looks like any lost connection. When the session is
+  // gone (it expired, or the daemon restarted), go to the login form instead of retrying
+  // forever; it brings the user back here.
+  async function checkSession() {
+    try {
+      const res = await fetch('api/status', { cache: 'no-store' });
+      if (res.status === 401) location.href = 'login?next=stream';
+    } catch (e) { /* the daemon is away: keep retrying */ }
   }
 
   async function drawNext() {
