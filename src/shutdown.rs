@@ -39,12 +39,17 @@ impl Signal {
     }
 }
 
-/// Races `work` against the signal: `None` if the signal fired first.
+/// Races `work` against the signal: `None` if the signal has fired. The signal is looked at
+/// first, so work that is always ready (a full frame queue behind a slow encoder, a flood
+/// of connections) cannot keep it from being seen.
 pub async fn unless<T>(signal: &Signal, work: impl std::future::Future<Output = T>) -> Option<T> {
-    futures_lite::future::or(async { Some(work.await) }, async {
-        signal.wait().await;
-        None
-    })
+    futures_lite::future::or(
+        async {
+            signal.wait().await;
+            None
+        },
+        async { Some(work.await) },
+    )
     .await
 }
 
@@ -64,5 +69,13 @@ mod tests {
             smol::block_on(unless(&signal, std::future::pending::<()>())),
             None
         );
+    }
+
+    #[test]
+    fn a_fired_signal_wins_over_work_that_is_ready() {
+        let (trigger, signal) = signal();
+        assert_eq!(smol::block_on(unless(&signal, async { 7 })), Some(7));
+        trigger.fire();
+        assert_eq!(smol::block_on(unless(&signal, async { 7 })), None);
     }
 }

@@ -392,6 +392,50 @@ fn a_dying_ffmpeg_is_replaced_by_a_new_segment() {
     assert_eq!(daemon.get("/health").0, 200, "live view is unaffected");
 }
 
+#[test]
+fn a_recorder_slower_than_the_camera_still_stops_when_the_mode_switches() {
+    // An encoder that cannot keep up (as libx264 at 720p on a small Pi): it takes 20 KB every
+    // 0.1 s, a fifth of what the camera sends, until its input ends. The recorder's queue
+    // stays full, so a frame is always ready for it.
+    let dir = tempfile::tempdir().expect("dir");
+    let encoder = dir.path().join("slow-ffmpeg");
+    std::fs::write(
+        &encoder,
+        "#!/bin/sh\nwhile [ \"$(head -c 20000 | wc -c)\" -gt 0 ]; do sleep 0.1; done\n",
+    )
+    .expect("write the encoder");
+    std::fs::set_permissions(&encoder, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("make it executable");
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+[storage]
+dir = "{{dir}}"
+[source]
+kind = "command"
+command = ["{{fakecam}}", "--fps", "30", "--width", "640", "--height", "480", "--noise", "6"]
+stop_grace_ms = 300
+[sinks.recorder]
+type = "recorder"
+ffmpeg = "{}"
+queue_frames = 10
+"#,
+        encoder.display()
+    );
+    let daemon = Daemon::start_in(dir, &config);
+    switch(&daemon, "continuous");
+    daemon.wait_for("the recorder to fall behind", Duration::from_secs(10), |d| {
+        d.log_text().contains("ffmpeg is slower than the camera")
+    });
+    switch(&daemon, "on-demand");
+    daemon.wait_for(
+        "the recorder to stop and the camera with it",
+        Duration::from_secs(10),
+        |d| d.health()["recording"].is_null() && d.source_pid().is_none(),
+    );
+}
+
 fn children_of(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))
