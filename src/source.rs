@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::bus::Bus;
 use crate::config::{SourceConfig, SourceKind};
-use crate::ratelimit::{Burst, RateLimit};
+use crate::ratelimit::{Burst, FailureRun, RateLimit};
 use crate::shutdown::Signal;
 use crate::splitter::{Discard, Splitter};
 use crate::stderr::Tail;
@@ -194,6 +194,8 @@ impl Status {
 /// process is gone.
 pub async fn supervise(config: SourceConfig, bus: Bus, status: Arc<Status>, shutdown: Signal) {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    // With the backoff's cap of 10 s, the sixth failure in a row comes after about 15 s.
+    let mut failing = FailureRun::new(5, Duration::from_secs(600));
     let source = Runner {
         argv: argv(&config),
         config,
@@ -205,14 +207,18 @@ pub async fn supervise(config: SourceConfig, bus: Bus, status: Arc<Status>, shut
         if !source.bus.demand().is_wanted() {
             source.status.set_state(State::Stopped, None);
         }
+        // Shutdown first: `or` polls its first future first, and while the daemon shuts
+        // down the camera may still be wanted (the recorder finishing). Without this, a
+        // camera in backoff would be restarted at once, again and again, and the
+        // daemon would never exit.
         let wanted = future::or(
-            async {
-                source.bus.demand().until_wanted(true).await;
-                true
-            },
             async {
                 source.shutdown.wait().await;
                 false
+            },
+            async {
+                source.bus.demand().until_wanted(true).await;
+                true
             },
         );
         if !wanted.await {
@@ -220,13 +226,14 @@ pub async fn supervise(config: SourceConfig, bus: Bus, status: Arc<Status>, shut
         }
         let started = Instant::now();
         let end = match &source.argv {
-            Some(argv) => source.run_child(argv).await,
+            Some(argv) => source.run_child(argv, failing.is_quiet()).await,
             None => source.run_pattern().await,
         };
         match end {
             End::Idle => {
                 info!("source stopped: nobody wants frames");
                 backoff.reset();
+                failing.recover();
             }
             End::Shutdown => {
                 info!("source stopped for shutdown");
@@ -235,9 +242,23 @@ pub async fn supervise(config: SourceConfig, bus: Bus, status: Arc<Status>, shut
             End::Failed(error) => {
                 if started.elapsed() >= Duration::from_secs(60) {
                     backoff.reset();
+                    failing.recover();
                 }
                 let delay = backoff.next_delay();
-                warn!(%error, retry_in_ms = delay.as_millis() as u64, "source failed");
+                let retry_in_ms = delay.as_millis() as u64;
+                if let Some(unlogged) = failing.fail() {
+                    if failing.is_quiet() {
+                        warn!(
+                            %error,
+                            failures = failing.failures(),
+                            unlogged,
+                            retry_in_ms,
+                            "source keeps failing; still retrying, logged every 10 minutes from now until it works"
+                        );
+                    } else {
+                        warn!(%error, retry_in_ms, "source failed");
+                    }
+                }
                 source.status.update(|s| {
                     s.restarts += 1;
                     s.last_error = Some(error);
@@ -356,7 +377,9 @@ struct Runner {
 }
 
 impl Runner {
-    async fn run_child(&self, argv: &[String]) -> End {
+    /// Runs the camera process once. `quiet`: it has been failing for a while, so its start
+    /// and stderr go to the debug log, and only its first frame is announced.
+    async fn run_child(&self, argv: &[String], quiet: bool) -> End {
         let Some((program, args)) = argv.split_first() else {
             return End::Failed("the source command is empty".into());
         };
@@ -373,13 +396,19 @@ impl Runner {
         };
         let pid = child.id();
         self.status.set_state(State::Starting, Some(pid));
-        info!(pid, program = %program, "source started");
+        if quiet {
+            debug!(pid, program = %program, "source started");
+        } else {
+            info!(pid, program = %program, "source started");
+        }
 
         let tail = Tail::default();
         let stderr = child.stderr.take().map(|err| {
             let mut limit = Burst::new(20, Duration::from_secs(10));
             crate::runtime::spawn(crate::stderr::follow(err, tail.clone(), move |line| {
-                if let Some(suppressed) = limit.allow() {
+                if quiet {
+                    debug!(pid, "source: {line}");
+                } else if let Some(suppressed) = limit.allow() {
                     info!(pid, suppressed, "source: {line}");
                 }
             }))
@@ -389,7 +418,7 @@ impl Runner {
         };
 
         let reason = future::or(
-            future::or(self.pump(stdout), self.watch_stall()),
+            future::or(self.pump(stdout, quiet), self.watch_stall()),
             future::or(self.idle(), async {
                 self.shutdown.wait().await;
                 Stop::Shutdown
@@ -429,11 +458,14 @@ impl Runner {
         }
     }
 
-    /// Reads stdout until EOF, publishing every frame.
-    async fn pump(&self, mut stdout: impl futures_lite::AsyncRead + Unpin) -> Stop {
+    /// Reads stdout until EOF, publishing every frame. After a quiet run of failures
+    /// (`quiet`), the first frame is logged: the camera is back.
+    async fn pump(&self, mut stdout: impl futures_lite::AsyncRead + Unpin, quiet: bool) -> Stop {
         let mut splitter = Splitter::new(self.config.max_frame_bytes);
         let mut buf = vec![0u8; 64 * 1024];
         let mut discards = RateLimit::new(Duration::from_secs(10));
+        // After a quiet run of failures, the first frame is the news.
+        let mut announce = quiet;
         loop {
             let n = match stdout.read(&mut buf).await {
                 Ok(0) => return Stop::Eof,
@@ -446,6 +478,9 @@ impl Runner {
             splitter.push(&buf[..n], |jpeg| {
                 self.bus.publish(jpeg, SystemTime::now());
                 self.status.frame();
+                if std::mem::take(&mut announce) {
+                    info!("source delivers frames again");
+                }
             });
             if let Some(why) = splitter.take_discard()
                 && let Some(suppressed) = discards.allow()

@@ -233,6 +233,101 @@ type = "websocket"
 }
 
 #[test]
+fn a_camera_failing_for_long_goes_quiet_in_the_log_and_its_return_is_logged() {
+    // A camera that fails its first six starts (a line on stderr, then exit), then works.
+    let dir = tempfile::tempdir().expect("dir");
+    let camera = dir.path().join("flaky-camera");
+    let starts = dir.path().join("starts");
+    std::fs::write(
+        &camera,
+        format!(
+            "#!/bin/sh\nn=$(cat '{starts}' 2>/dev/null || echo 0)\necho $((n + 1)) > '{starts}'\n\
+             [ \"$n\" -ge 6 ] && exec '{FAKECAM}' --fps 15 --width 160 --height 120\n\
+             echo 'no cameras available' >&2\nexit 1\n",
+            starts = starts.display()
+        ),
+    )
+    .expect("write the camera");
+    std::fs::set_permissions(&camera, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("make it executable");
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+[source]
+kind = "command"
+command = ["{}"]
+[sinks.live]
+type = "websocket"
+"#,
+        camera.display()
+    );
+    let daemon = Daemon::start_in(dir, &config);
+    let mut viewer = daemon.viewer("/");
+    viewer.send("start");
+    // Failures come after 0, 0.5, 1.5, 3.5, 7.5, 15.5 s (backoff); the seventh start works
+    // at about 25.5 s.
+    daemon.wait_for("the camera's return", Duration::from_secs(40), |d| {
+        d.log_text().contains("source delivers frames again")
+    });
+    let frame = viewer.frame();
+    assert_eq!(jpeg_size(&frame), Some((160, 120)));
+    let log = daemon.log_text();
+    let lines = |level: &str, text: &str| {
+        log.lines()
+            .filter(|l| l.contains(level) && l.contains(text))
+            .count()
+    };
+    assert_eq!(lines(" WARN ", "source failed"), 4, "{log}");
+    assert_eq!(lines(" WARN ", "source keeps failing"), 1, "{log}");
+    // Each attempt's own lines are in the log while the run is young, then only at debug.
+    assert_eq!(lines(" INFO ", "source: no cameras available"), 5, "{log}");
+    assert_eq!(lines(" DEBUG ", "source: no cameras available"), 1, "{log}");
+    assert_eq!(lines(" INFO ", "source started"), 5, "{log}");
+    assert_eq!(lines(" INFO ", "source delivers frames again"), 1, "{log}");
+}
+
+#[test]
+fn sigterm_while_the_camera_is_failing_exits_at_once() {
+    let config = r#"
+[server]
+listen = "127.0.0.1:{port}"
+[mode]
+default = "continuous"
+[source]
+kind = "command"
+command = ["/nonexistent/camera"]
+"#;
+    // The bug this guards against (a camera in backoff restarted without pause once
+    // shutdown began, so the daemon never exited) depended on which thread ran what;
+    // a few rounds catch it almost surely.
+    for _ in 0..3 {
+        let mut daemon = Daemon::start(config);
+        daemon.wait_for("a failed start", Duration::from_secs(5), |d| {
+            d.health()["source"]["restarts"].as_u64() >= Some(2)
+        });
+        let asked = Instant::now();
+        daemon.signal(Signal::TERM);
+        let status = daemon.wait_exit(Duration::from_secs(10));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "exit: {status:?}\n{}",
+            daemon.log_text()
+        );
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            asked.elapsed()
+        );
+        let attempts = daemon.log_text().matches("cannot start").count();
+        assert!(
+            attempts < 10,
+            "{attempts} starts: the camera was retried without backoff"
+        );
+    }
+}
+
+#[test]
 fn sigterm_closes_viewers_with_going_away_and_exits_zero() {
     let mut daemon = Daemon::start(&fakecam_config(r#""--fps", "20""#, ""));
     let mut viewer = daemon.viewer("/");
