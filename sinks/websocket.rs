@@ -136,10 +136,14 @@ async fn next_control(
     shutdown: &crate::shutdown::Signal,
 ) -> Control {
     let message = async { control.recv().await.unwrap_or(Control::Closed(None)) };
-    future::or(message, async {
-        shutdown.wait().await;
-        GOING_AWAY
-    })
+    // Shutdown first, so a viewer that never stops sending cannot keep it from being seen.
+    future::or(
+        async {
+            shutdown.wait().await;
+            GOING_AWAY
+        },
+        message,
+    )
     .await
 }
 
