@@ -8,6 +8,7 @@
 //! and its peak RSS. It speaks just enough WebSocket to stay cheap: it never copies or
 //! unmasks a payload, it reads the first bytes for the COM segment and skips the rest.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -93,9 +94,11 @@ async fn run(ex: &smol::Executor<'_>, args: Args) -> String {
     // Sample the daemon and ourselves exactly over the measured window.
     smol::Timer::at(measure_from).await;
     let daemon_before = args.pid.and_then(cpu_seconds);
+    let threads_before = args.pid.map(thread_times).unwrap_or_default();
     let own_before = cpu_seconds_of("self");
     smol::Timer::at(measure_to).await;
     let daemon_after = args.pid.and_then(cpu_seconds);
+    let threads_after = args.pid.map(thread_times).unwrap_or_default();
     let own_after = cpu_seconds_of("self");
     let peak_rss_kib = args.pid.and_then(peak_rss_kib);
 
@@ -117,8 +120,9 @@ async fn run(ex: &smol::Executor<'_>, args: Args) -> String {
         _ => "null".into(),
     };
     let errors: Vec<String> = fast.iter().chain(&slow).filter_map(|s| s.error.clone()).collect();
+    let threads = per_thread(&threads_before, &threads_after, delivered);
     format!(
-        "{{\"viewers\":{},\"slow_viewers\":{},\"duration_s\":{},\"fast\":{},\"slow\":{},\"frames_delivered\":{},\"daemon_cpu_s\":{},\"daemon_cpu_per_frame_us\":{},\"daemon_peak_rss_kib\":{},\"client_cpu_s\":{:.3},\"errors\":{}}}",
+        "{{\"viewers\":{},\"slow_viewers\":{},\"duration_s\":{},\"fast\":{},\"slow\":{},\"frames_delivered\":{},\"daemon_cpu_s\":{},\"daemon_cpu_per_frame_us\":{},\"daemon_threads\":{},\"daemon_peak_rss_kib\":{},\"client_cpu_s\":{:.3},\"errors\":{}}}",
         args.viewers,
         args.slow,
         args.duration,
@@ -127,6 +131,7 @@ async fn run(ex: &smol::Executor<'_>, args: Args) -> String {
         delivered,
         daemon_cpu,
         cpu_per_frame_us,
+        threads,
         peak_rss_kib.map_or("null".into(), |v| v.to_string()),
         own_after.unwrap_or(0.0) - own_before.unwrap_or(0.0),
         serde_json::to_string(&errors.iter().take(5).collect::<Vec<_>>()).unwrap_or_default(),
@@ -293,6 +298,55 @@ fn scheduled_seconds(pid: u32) -> Option<f64> {
         nanos += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
     }
     Some(nanos as f64 / 1e9)
+}
+
+/// Per thread name: nanoseconds on a CPU and the number of times it was scheduled in (the
+/// first and third fields of `schedstat`). Shows where the daemon's time goes: its own
+/// executor threads, or the runtime's reactor thread waking them.
+fn thread_times(pid: u32) -> BTreeMap<String, (u64, u64)> {
+    let mut threads = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let read = |file: &str| std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
+        let schedstat = read("schedstat");
+        let fields: Vec<u64> = schedstat
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        if let (Some(&nanos), Some(&runs)) = (fields.first(), fields.get(2)) {
+            let entry = threads.entry(read("comm").trim().to_owned()).or_insert((0, 0));
+            entry.0 += nanos;
+            entry.1 += runs;
+        }
+    }
+    threads
+}
+
+/// JSON: per daemon thread, CPU µs and times scheduled per delivered frame over the window.
+fn per_thread(
+    before: &BTreeMap<String, (u64, u64)>,
+    after: &BTreeMap<String, (u64, u64)>,
+    delivered: u64,
+) -> String {
+    let frames = delivered.max(1) as f64;
+    let threads: serde_json::Map<String, serde_json::Value> = after
+        .iter()
+        .filter_map(|(name, &(nanos, runs))| {
+            let (nanos0, runs0) = before.get(name).copied().unwrap_or((0, 0));
+            let cpu_us = nanos.saturating_sub(nanos0) as f64 / 1e3 / frames;
+            (cpu_us > 0.0).then(|| {
+                let runs = runs.saturating_sub(runs0) as f64 / frames;
+                let round = |v: f64| (v * 100.0).round() / 100.0;
+                (
+                    name.clone(),
+                    serde_json::json!({ "cpu_per_frame_us": round(cpu_us), "runs_per_frame": round(runs) }),
+                )
+            })
+        })
+        .collect();
+    serde_json::Value::Object(threads).to_string()
 }
 
 fn cpu_seconds_of(pid: &str) -> Option<f64> {
