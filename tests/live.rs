@@ -236,20 +236,17 @@ type = "websocket"
 fn a_camera_failing_for_long_goes_quiet_in_the_log_and_its_return_is_logged() {
     // A camera that fails its first six starts (a line on stderr, then exit), then works.
     let dir = tempfile::tempdir().expect("dir");
-    let camera = dir.path().join("flaky-camera");
     let starts = dir.path().join("starts");
-    std::fs::write(
-        &camera,
-        format!(
-            "#!/bin/sh\nn=$(cat '{starts}' 2>/dev/null || echo 0)\necho $((n + 1)) > '{starts}'\n\
+    let camera = script(
+        dir.path(),
+        "flaky-camera",
+        &format!(
+            "n=$(cat '{starts}' 2>/dev/null || echo 0)\necho $((n + 1)) > '{starts}'\n\
              [ \"$n\" -ge 6 ] && exec '{FAKECAM}' --fps 15 --width 160 --height 120\n\
              echo 'no cameras available' >&2\nexit 1\n",
             starts = starts.display()
         ),
-    )
-    .expect("write the camera");
-    std::fs::set_permissions(&camera, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("make it executable");
+    );
     let config = format!(
         r#"
 [server]
@@ -426,18 +423,15 @@ fn the_rpicam_source_runs_rpicam_vid_with_the_configured_size_and_extra_args() {
     // No camera here: a stand-in `rpicam-vid` notes its arguments, then hands over to
     // fakecam making the configured 320x240.
     let dir = tempfile::tempdir().expect("dir");
-    let stand_in = dir.path().join("rpicam-vid");
     let noted = dir.path().join("argv");
-    std::fs::write(
-        &stand_in,
-        format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\nexec '{FAKECAM}' --width 320 --height 240 --fps 15\n",
+    let stand_in = script(
+        dir.path(),
+        "rpicam-vid",
+        &format!(
+            "printf '%s\\n' \"$@\" > '{}'\nexec '{FAKECAM}' --width 320 --height 240 --fps 15\n",
             noted.display()
         ),
-    )
-    .expect("write the stand-in");
-    std::fs::set_permissions(&stand_in, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("make it executable");
+    );
     let config = format!(
         r#"
 [server]

@@ -398,14 +398,11 @@ fn a_recorder_slower_than_the_camera_still_stops_when_the_mode_switches() {
     // 0.1 s, a fifth of what the camera sends, until its input ends. The recorder's queue
     // stays full, so a frame is always ready for it.
     let dir = tempfile::tempdir().expect("dir");
-    let encoder = dir.path().join("slow-ffmpeg");
-    std::fs::write(
-        &encoder,
-        "#!/bin/sh\nwhile [ \"$(head -c 20000 | wc -c)\" -gt 0 ]; do sleep 0.1; done\n",
-    )
-    .expect("write the encoder");
-    std::fs::set_permissions(&encoder, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("make it executable");
+    let encoder = script(
+        dir.path(),
+        "slow-ffmpeg",
+        "while [ \"$(head -c 20000 | wc -c)\" -gt 0 ]; do sleep 0.1; done\n",
+    );
     let config = format!(
         r#"
 [server]

@@ -288,6 +288,15 @@ pub fn comment_field(jpeg: &[u8], key: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Writes a shell script (a stand-in camera or encoder) into `dir`, executable.
+pub fn script(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{text}")).expect("write the script");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("make the script executable");
+    path
+}
+
 pub fn fakecam_config(extra_args: &str, source_extra: &str) -> String {
     format!(
         r#"
