@@ -194,7 +194,8 @@ impl Status {
 /// process is gone.
 pub async fn supervise(config: SourceConfig, bus: Bus, status: Arc<Status>, shutdown: Signal) {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
-    // With the backoff's cap of 10 s, the sixth failure in a row comes after about 15 s.
+    // Five failures in a row take about 8 s with this backoff; a camera failing longer than
+    // that is logged every 10 minutes.
     let mut failing = FailureRun::new(5, Duration::from_secs(600));
     let source = Runner {
         argv: argv(&config),
@@ -247,16 +248,18 @@ pub async fn supervise(config: SourceConfig, bus: Bus, status: Arc<Status>, shut
                 let delay = backoff.next_delay();
                 let retry_in_ms = delay.as_millis() as u64;
                 if let Some(unlogged) = failing.fail() {
-                    if failing.is_quiet() {
+                    let failures = failing.failures();
+                    if !failing.is_quiet() {
+                        warn!(%error, retry_in_ms, "source failed");
+                    } else if unlogged == 0 {
                         warn!(
                             %error,
-                            failures = failing.failures(),
-                            unlogged,
+                            failures,
                             retry_in_ms,
-                            "source keeps failing; still retrying, logged every 10 minutes from now until it works"
+                            "source keeps failing; still retrying, from now on logged every 10 minutes until it works"
                         );
                     } else {
-                        warn!(%error, retry_in_ms, "source failed");
+                        warn!(%error, failures, unlogged, retry_in_ms, "source still failing");
                     }
                 }
                 source.status.update(|s| {
