@@ -3,6 +3,7 @@
 //! `Content-Length`. Each client is a viewer like a WebSocket one: it counts for on-demand
 //! mode and has a newest-frame-wins queue, so a slow client skips frames.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -87,14 +88,16 @@ impl MjpegSink {
             return res;
         };
         info!(sink = %self.ctx.name, %peer, "MJPEG client connected");
+        let shutdown = self.ctx.shutdown.clone();
         let parts = Parts {
             subscription: self.ctx.subscribe(Policy::Latest),
             pending: None,
             stats: self.ctx.stats.clone(),
+            shutdown: Box::pin(async move { shutdown.wait().await }),
             _viewer: viewer,
         };
         let mut res = Response::new(StatusCode::Ok);
-        res.set_body(Body::from_reader(futures_lite::io::BufReader::new(parts), None));
+        res.set_body(Body::from_reader(parts, None));
         res.insert_header(
             "Content-Type",
             format!("multipart/x-mixed-replace; boundary={BOUNDARY}"),
@@ -106,42 +109,24 @@ impl MjpegSink {
 }
 
 /// The response body: one part per frame, read from the client's queue as the
-/// connection drains. Dropped (unsubscribing) when the client goes away.
+/// connection drains. Dropped (unsubscribing) when the client goes away; ends, so the
+/// chunked body is terminated properly, when the daemon stops.
 struct Parts {
     subscription: Subscription,
     /// The part being sent: its header, its JPEG, and how much of both went out.
     pending: Option<(Vec<u8>, Bytes, usize)>,
     stats: Arc<SinkStats>,
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
     _viewer: ViewerSlot,
 }
 
-impl futures_lite::AsyncRead for Parts {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+impl futures_lite::AsyncBufRead for Parts {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<&[u8]>> {
         let this = self.get_mut();
-        loop {
-            if let Some((header, jpeg, sent)) = &mut this.pending {
-                let total = header.len() + jpeg.len() + 2;
-                let mut n = 0;
-                while n < buf.len() && *sent < total {
-                    let (src, off): (&[u8], usize) = if *sent < header.len() {
-                        (header, *sent)
-                    } else if *sent < header.len() + jpeg.len() {
-                        (jpeg, *sent - header.len())
-                    } else {
-                        (b"\r\n", *sent - header.len() - jpeg.len())
-                    };
-                    let take = (src.len() - off).min(buf.len() - n);
-                    buf[n..n + take].copy_from_slice(&src[off..off + take]);
-                    n += take;
-                    *sent += take;
-                }
-                if *sent == total {
-                    this.pending = None;
-                    this.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                }
-                if n > 0 {
-                    return Poll::Ready(Ok(n));
-                }
+        if this.pending.is_none() {
+            // Between parts is the only place the stream can end cleanly.
+            if this.shutdown.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(&[]));
             }
             match this.subscription.poll_recv(cx) {
                 Poll::Ready(frame) => {
@@ -154,5 +139,50 @@ impl futures_lite::AsyncRead for Parts {
                 Poll::Pending => return Poll::Pending,
             }
         }
+        let Some((header, jpeg, sent)) = &this.pending else {
+            return Poll::Pending;
+        };
+        // The part goes out as its header, its JPEG (straight from the shared frame), and
+        // the line break before the next boundary.
+        let sent = *sent;
+        let rest: &[u8] = if sent < header.len() {
+            &header[sent..]
+        } else if sent < header.len() + jpeg.len() {
+            &jpeg[sent - header.len()..]
+        } else {
+            &b"\r\n"[sent - header.len() - jpeg.len()..]
+        };
+        Poll::Ready(Ok(rest))
+    }
+
+    fn consume(self: Pin<&mut Self>, amount: usize) {
+        let this = self.get_mut();
+        if let Some((header, jpeg, sent)) = &mut this.pending {
+            *sent += amount;
+            if *sent >= header.len() + jpeg.len() + 2 {
+                this.pending = None;
+                this.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl futures_lite::AsyncRead for Parts {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        use futures_lite::AsyncBufRead;
+        let n = match self.as_mut().poll_fill_buf(cx) {
+            Poll::Ready(Ok(available)) => {
+                let n = available.len().min(buf.len());
+                buf[..n].copy_from_slice(&available[..n]);
+                n
+            }
+            other => return other.map(|r| r.map(|_| 0)),
+        };
+        self.consume(n);
+        Poll::Ready(Ok(n))
     }
 }

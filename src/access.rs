@@ -18,6 +18,8 @@ const PUBLIC: [&str; 5] = [
     "/assets/style.css",
     "/assets/login.js",
 ];
+/// What asks a tool (VLC, curl, Home Assistant) for Basic credentials.
+const BASIC_CHALLENGE: &str = "Basic realm=\"Croissant\", charset=\"UTF-8\"";
 /// Pages a login may return to (relative to the login page, so subpaths keep working).
 const PAGES: [&str; 3] = ["", "stream", "recordings"];
 
@@ -43,8 +45,9 @@ pub struct Guard {
     pub cors_origin: String,
 }
 
-/// A refusal for a raw connection: status line, message, extra header lines.
-pub type Refusal = (&'static str, &'static str, &'static str);
+/// A refused WebSocket upgrade: the status code, the message, and the `WWW-Authenticate`
+/// challenge to send with it, if any.
+pub type Refusal = (u16, &'static str, Option<&'static str>);
 
 impl Guard {
     /// Whether a browser request from `origin` may change state here. Requests without an
@@ -63,18 +66,14 @@ impl Guard {
     pub async fn upgrade(&self, heads: &UpgradeHeads) -> Result<(), Refusal> {
         let Some(auth) = &self.auth else { return Ok(()) };
         if !self.origin_allowed(heads.origin.as_deref(), heads.host.as_deref()) {
-            return Err(("403 Forbidden", "Cross-origin request refused", ""));
+            return Err((403, "Cross-origin request refused", None));
         }
         match auth
             .identify(heads.cookie.as_deref(), heads.authorization.as_deref())
             .await
         {
             Some(_) => Ok(()),
-            None => Err((
-                "401 Unauthorized",
-                "Login required",
-                "WWW-Authenticate: Basic realm=\"Croissant\", charset=\"UTF-8\"\r\n",
-            )),
+            None => Err((401, "Login required", Some(BASIC_CHALLENGE))),
         }
     }
 }
@@ -147,7 +146,7 @@ fn unauthenticated(req: &Request<AppState>, path: &str) -> Response {
     res.set_body(json!({ "error": "Login required" }));
     res.insert_header("Cache-Control", "no-store");
     if !matches!(fetch_mode.as_deref(), Some("cors" | "same-origin")) {
-        res.insert_header("WWW-Authenticate", "Basic realm=\"Croissant\", charset=\"UTF-8\"");
+        res.insert_header("WWW-Authenticate", BASIC_CHALLENGE);
     }
     res
 }
@@ -158,12 +157,7 @@ pub async fn login(mut req: Request<AppState>) -> tide::Result {
     let Some(auth) = req.state().auth.clone() else {
         return Ok(redirect("./"));
     };
-    let Ok(body) = crate::http::small_body(&mut req).await else {
-        return json_response(
-            StatusCode::BadRequest,
-            &json!({ "error": "Form too large, slow or malformed" }),
-        );
-    };
+    let body = crate::http::small_body(&mut req).await;
     let field = |name: &str| {
         form_urlencoded::parse(&body)
             .find(|(key, _)| key == name)

@@ -55,10 +55,24 @@ pub struct ServerConfig {
     /// clear message. Each costs a socket and a little memory.
     #[serde(deserialize_with = "count::<_, 1, 100000>")]
     pub max_viewers: usize,
-    /// How long the daemon waits for a client's request head or body (or its next request
-    /// on a kept-alive connection) before closing the connection.
+    /// The whole request head must arrive within this many seconds of the daemon starting
+    /// to wait for it (also the longest a kept-alive connection may idle between requests).
     #[serde(deserialize_with = "seconds::<_, 1, 300>")]
     pub header_timeout_seconds: u64,
+    /// The whole request body must arrive within this many seconds after its head.
+    #[serde(deserialize_with = "seconds::<_, 1, 300>")]
+    pub body_timeout_seconds: u64,
+    /// A client that takes no bytes of a response for this long is disconnected.
+    #[serde(deserialize_with = "seconds::<_, 1, 3600>")]
+    pub send_timeout_seconds: u64,
+    /// Client connections open at once (pages, downloads, viewers); more are refused at once.
+    /// Lowered, if need be, to what the process's file descriptor limit allows.
+    #[serde(deserialize_with = "count::<_, 1, 1000000>")]
+    pub max_connections: usize,
+    /// Client connections one address may hold. Behind a reverse proxy every client has
+    /// the proxy's address.
+    #[serde(deserialize_with = "count::<_, 1, 1000000>")]
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +83,10 @@ impl Default for ServerConfig {
             snapshot_timeout_seconds: 10,
             max_viewers: 500,
             header_timeout_seconds: 10,
+            body_timeout_seconds: 10,
+            send_timeout_seconds: 60,
+            max_connections: 1024,
+            max_connections_per_ip: 64,
         }
     }
 }

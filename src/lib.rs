@@ -93,9 +93,15 @@ async fn daemon(config: Config) -> Result<(), Error> {
     let status = Arc::new(source::Status::default());
     let addr = config.server.listen;
     let listener = http::bind(addr).map_err(|source| Error::Listen { addr, source })?;
+    let fd_limit = http::admission::raise_fd_limit();
 
     let recordings = Arc::new(recordings::Recordings::new(&config.storage.dir));
     let metrics = Arc::new(metrics::Metrics::default());
+    let admission = Arc::new(http::admission::Admission::new(
+        &config.server,
+        fd_limit,
+        metrics.connections.clone(),
+    ));
     let shared = sinks::SinkContext::new(
         bus.clone(),
         shutdown.clone(),
@@ -130,6 +136,7 @@ async fn daemon(config: Config) -> Result<(), Error> {
         metrics,
         exporter,
         auth: config.auth.clone().map(|users| Arc::new(auth::Auth::new(users))),
+        admission: admission.clone(),
     });
     modes.sinks_routes(&mut routes).await;
     modes.start().await;
@@ -140,7 +147,8 @@ async fn daemon(config: Config) -> Result<(), Error> {
         status,
         shutdown.clone(),
     ));
-    let server = runtime::spawn(http::serve(listener, routes, shutdown.clone()));
+    let front = Arc::new(routes.into_front(shutdown.clone()));
+    let server = runtime::spawn(http::serve(listener, front, admission.clone(), shutdown.clone()));
     info!(
         config = %config.origin,
         source = config.source.kind_name(),
@@ -148,6 +156,21 @@ async fn daemon(config: Config) -> Result<(), Error> {
         sinks = ?modes.enabled_sinks().await,
         "croissant {} listening on http://{addr} (viewer at /stream)",
         env!("CARGO_PKG_VERSION"),
+    );
+
+    if admission.max_connections() < config.server.max_connections {
+        warn!(
+            fd_limit,
+            max_connections = admission.max_connections(),
+            "the file descriptor limit allows fewer connections than [server] max_connections; \
+             raise it (LimitNOFILE= in the systemd unit, ulimit -n in a shell)"
+        );
+    }
+    info!(
+        max_connections = admission.max_connections(),
+        per_address = admission.max_per_address(),
+        fd_limit,
+        "connection limits"
     );
 
     if config.auth.is_none() && !addr.ip().is_loopback() {

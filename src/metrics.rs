@@ -13,7 +13,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 use crate::bus::Bus;
@@ -61,11 +61,21 @@ struct HttpLabels {
     status: u16,
 }
 
+/// Labels of refused connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusedLabels {
+    reason: &'static str,
+}
+
 /// Every sink's stats and the HTTP tallies; one per daemon.
 #[derive(Debug, Default)]
 pub struct Metrics {
     sinks: Mutex<Vec<(SinkLabels, Arc<SinkStats>)>>,
     http: Family<HttpLabels, Counter>,
+    /// Client connections open right now (the connection caps keep it up to date).
+    pub connections: Gauge,
+    refused: Family<RefusedLabels, Counter>,
+    accept_errors: Counter,
 }
 
 impl Metrics {
@@ -88,6 +98,16 @@ impl Metrics {
                 status,
             })
             .inc();
+    }
+
+    /// Counts a connection turned away at the door, by the cap it hit.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&RefusedLabels { reason }).inc();
+    }
+
+    /// Counts a failed `accept` (out of descriptors or memory).
+    pub fn accept_error(&self) {
+        self.accept_errors.inc();
     }
 
     fn sinks(&self) -> Vec<(SinkLabels, Arc<SinkStats>)> {
@@ -124,6 +144,21 @@ impl Exporter {
             "http_requests",
             "HTTP requests answered, by route and status (WebSocket upgrades count as 101)",
             sources.metrics.http.clone(),
+        );
+        registry.register(
+            "http_connections",
+            "Client connections open right now",
+            sources.metrics.connections.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "Connections closed at once because a cap was reached, by cap",
+            sources.metrics.refused.clone(),
+        );
+        registry.register(
+            "http_accept_errors",
+            "Connections the OS could not accept (out of file descriptors or memory)",
+            sources.metrics.accept_errors.clone(),
         );
         registry.register_collector(Box::new(sources));
         Exporter { registry }

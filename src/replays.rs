@@ -2,12 +2,13 @@
 //! (browsers seek with it), and the thumbnails. Names are checked against the exact naming
 //! patterns before the filesystem is touched.
 
-use std::io::SeekFrom;
+use std::path::PathBuf;
 
-use futures_lite::{AsyncReadExt, AsyncSeekExt};
 use serde_json::json;
 use tide::{Body, Request, Response, StatusCode};
 
+use crate::http::admission::FilePermit;
+use crate::http::body::FileBody;
 use crate::http::{AppState, json_response};
 use crate::recordings::{segment_stem, thumbnail_stem};
 
@@ -38,10 +39,11 @@ async fn recording(req: Request<AppState>) -> tide::Result {
         return bad_name();
     }
     let path = req.state().recordings.recordings_dir().join(name);
-    let Ok(mut file) = smol::fs::File::open(&path).await else {
-        return not_found();
+    let (file, len, permit) = match open(&req, path).await {
+        Opened::File(file, len, permit) => (file, len, permit),
+        Opened::Missing => return not_found(),
+        Opened::Busy => return busy(),
     };
-    let len = file.metadata().await?.len();
     let range = req.header("Range").map(|h| h.last().as_str().to_owned());
     let (status, start, count) = match range.as_deref().map(|r| parse_range(r, len)) {
         None | Some(Range::Ignore) => (StatusCode::Ok, 0, len),
@@ -53,10 +55,9 @@ async fn recording(req: Request<AppState>) -> tide::Result {
             return Ok(res);
         }
     };
-    file.seek(SeekFrom::Start(start)).await?;
-    let reader = futures_lite::io::BufReader::new(file.take(count));
     let mut res = Response::new(status);
-    res.set_body(Body::from_reader(reader, Some(count as usize)));
+    let body = FileBody::new(file, start, count, permit);
+    res.set_body(Body::from_reader(body, usize::try_from(count).ok()));
     res.insert_header("Content-Type", "video/mp4");
     res.insert_header("Accept-Ranges", "bytes");
     if status == StatusCode::PartialContent {
@@ -74,13 +75,51 @@ async fn thumbnail(req: Request<AppState>) -> tide::Result {
         return bad_name();
     }
     let path = req.state().recordings.thumbnails_dir().join(name);
-    let Ok(bytes) = smol::fs::read(&path).await else {
-        return not_found();
+    let (file, len, permit) = match open(&req, path).await {
+        Opened::File(file, len, permit) => (file, len, permit),
+        Opened::Missing => return not_found(),
+        Opened::Busy => return busy(),
     };
     let mut res = Response::new(StatusCode::Ok);
-    res.set_body(Body::from_bytes(bytes));
+    let body = FileBody::new(file, 0, len, permit);
+    res.set_body(Body::from_reader(body, usize::try_from(len).ok()));
     res.insert_header("Content-Type", "image/jpeg");
     res.insert_header("Cache-Control", "max-age=3600");
+    Ok(res)
+}
+
+/// A file to serve, or why not.
+enum Opened {
+    /// The file, its length, and its descriptor counted against the clients' budget.
+    File(std::fs::File, u64, FilePermit),
+    Missing,
+    /// Clients hold every descriptor they may.
+    Busy,
+}
+
+/// Opens a file to serve, off the executor (an SD card can be slow).
+async fn open(req: &Request<AppState>, path: PathBuf) -> Opened {
+    let Some(permit) = req.state().admission.file() else {
+        return Opened::Busy;
+    };
+    let opened = smol::unblock(move || {
+        let file = std::fs::File::open(path)?;
+        let meta = file.metadata()?;
+        Ok::<_, std::io::Error>((meta.is_file(), file, meta.len()))
+    })
+    .await;
+    match opened {
+        Ok((true, file, len)) => Opened::File(file, len, permit),
+        _ => Opened::Missing,
+    }
+}
+
+fn busy() -> tide::Result {
+    let mut res = json_response(
+        StatusCode::ServiceUnavailable,
+        &json!({ "error": "Too many downloads at once; try again later" }),
+    )?;
+    res.insert_header("Retry-After", "10");
     Ok(res)
 }
 

@@ -301,10 +301,10 @@ fn viewers_beyond_the_limit_are_turned_away_clearly() {
 
 #[test]
 fn slow_request_heads_are_cut_off() {
-    let daemon = Daemon::start(
-        &fakecam_config("\"--fps\", \"15\"", "")
-            .replace("[storage]", "header_timeout_seconds = 1\n[storage]"),
-    );
+    let daemon = Daemon::start(&fakecam_config("\"--fps\", \"15\"", "").replace(
+        "[storage]",
+        "header_timeout_seconds = 1\nbody_timeout_seconds = 1\n[storage]",
+    ));
     for partial in ["", "GET / HTTP/1.1\r\nHost: x\r\n"] {
         let mut stream = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
         stream.write_all(partial.as_bytes()).expect("send a partial head");
