@@ -136,6 +136,10 @@ impl SinkConfig for Config {
     }
 }
 
+/// An ffmpeg that has taken frames this long counts as working (a relay whose server is
+/// down fails sooner).
+const HEALTHY_AFTER: Duration = Duration::from_secs(5);
+
 /// The running relay sink.
 pub struct Relay {
     config: Config,
@@ -177,6 +181,7 @@ impl Relay {
                 Err(error) => Ended::Failed(error.to_string()),
             };
             let Ended::Failed(why) = ended else { break };
+            stats.set_problem(Some(format!("relay to {target} failed: {why}")));
             stats.restarts.fetch_add(1, Ordering::Relaxed);
             if started.elapsed() > Duration::from_secs(60) {
                 backoff.reset();
@@ -188,6 +193,7 @@ impl Relay {
                 break;
             }
         }
+        stats.set_problem(None);
         info!(url = %target, "relay stopped");
     }
 
@@ -218,6 +224,8 @@ impl Relay {
         };
         let mut muxer = mkv::Muxer::new();
         let write_timeout = Duration::from_secs(self.config.write_timeout_seconds);
+        let started = Instant::now();
+        let mut working = false;
         let failure = loop {
             let next = async { Step::Frame(frames.recv().await) };
             let exited = async { Step::Exited(child.status().await) };
@@ -234,7 +242,14 @@ impl Relay {
                 Step::Frame(frame) => {
                     let bytes = muxer.frame(&frame.jpeg, frame.at);
                     match write_within(&mut stdin, &bytes, write_timeout).await {
-                        Ok(()) => self.ctx.stats.delivered.fetch_add(1, Ordering::Relaxed),
+                        Ok(()) => {
+                            // Taking frames for a while means the server accepted the stream.
+                            if !working && started.elapsed() >= HEALTHY_AFTER {
+                                self.ctx.stats.set_problem(None);
+                                working = true;
+                            }
+                            self.ctx.stats.delivered.fetch_add(1, Ordering::Relaxed)
+                        }
                         Err(error) => break error,
                     };
                 }

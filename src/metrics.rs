@@ -44,6 +44,24 @@ pub struct SinkStats {
     pub restarts: AtomicU64,
     /// Whether its child process is running right now.
     pub up: AtomicBool,
+    /// Why the sink cannot do its work right now (ffmpeg cannot start, keeps dying, or
+    /// cannot reach its server); `None` while it works.
+    problem: Mutex<Option<String>>,
+}
+
+impl SinkStats {
+    /// Says why the sink cannot work, or (`None`) that it works again.
+    pub fn set_problem(&self, problem: Option<String>) {
+        *lock(&self.problem) = problem;
+    }
+
+    /// Why the sink cannot work right now, if it is enabled and cannot.
+    pub fn problem(&self) -> Option<String> {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        lock(&self.problem).clone()
+    }
 }
 
 /// Labels of one sink's series.
@@ -108,6 +126,14 @@ impl Metrics {
     /// Counts a failed `accept` (out of descriptors or memory).
     pub fn accept_error(&self) {
         self.accept_errors.inc();
+    }
+
+    /// The enabled sinks that cannot do their work, by name, with the reason.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        self.sinks()
+            .into_iter()
+            .filter_map(|(labels, stats)| stats.problem().map(|problem| (labels.sink, problem)))
+            .collect()
     }
 
     fn sinks(&self) -> Vec<(SinkLabels, Arc<SinkStats>)> {
@@ -285,13 +311,20 @@ struct SinkSeries {
     pick: fn(&SinkStats) -> u64,
 }
 
-const SINK_SERIES: [SinkSeries; 8] = [
+const SINK_SERIES: [SinkSeries; 9] = [
     SinkSeries {
         name: "sink_enabled",
         help: "1 while the current mode enables the sink",
         kind: MetricType::Gauge,
         types: &[],
         pick: |s| u64::from(s.enabled.load(Ordering::Relaxed)),
+    },
+    SinkSeries {
+        name: "sink_failing",
+        help: "1 while an enabled sink cannot do its work (see /health for why)",
+        kind: MetricType::Gauge,
+        types: &[],
+        pick: |s| u64::from(s.problem().is_some()),
     },
     SinkSeries {
         name: "sink_frames_delivered",

@@ -107,7 +107,18 @@ fn a_full_disk_pauses_recording_and_live_view_goes_on() {
         frames >= 50,
         "live view slowed once the disk was full: {frames} frames in 4 s"
     );
-    assert_eq!(daemon.health()["status"], "ok");
+    // Health says recording fails, and why, while live view goes on.
+    daemon.wait_for("health to report the recorder", Duration::from_secs(10), |d| {
+        let health = d.health();
+        health["status"] == "degraded"
+            && health["problems"][0]["sink"] == "recorder"
+            && d.get("/health").0 == 503
+    });
+    let metrics = daemon.get("/metrics").1;
+    assert!(
+        metrics.contains("croissant_sink_failing{sink=\"recorder\",type=\"recorder\"} 1"),
+        "{metrics}"
+    );
     // The daemon keeps trying (with backoff) rather than giving up or spinning.
     let restarts = |d: &Daemon| {
         d.get("/metrics")

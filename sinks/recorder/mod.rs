@@ -141,6 +141,8 @@ impl Recorder {
         let mut retry_at = Instant::now();
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
         let mut reported_drops = 0;
+        // Whether the recorder is known to be failing (see `stats.problem`).
+        let mut failing = false;
         loop {
             let frame = crate::shutdown::unless(&disabled, frames.recv()).await;
             let Some(frame) = frame else { break };
@@ -149,6 +151,7 @@ impl Recorder {
                 .as_ref()
                 .is_some_and(|s| frame.at.duration_since(s.started).unwrap_or_default() >= length);
             if expired && let Some(old) = segment.take() {
+                recordings.set_current(None);
                 // The next segment starts below with this frame; this one finishes meanwhile.
                 let recordings = recordings.clone();
                 let stats = stats.clone();
@@ -175,6 +178,8 @@ impl Recorder {
                     Err(error) => {
                         let pause = backoff.next_delay();
                         warn!(%error, retry_in_ms = pause.as_millis() as u64, "cannot start ffmpeg for a segment");
+                        stats.set_problem(Some(format!("cannot start ffmpeg: {error}")));
+                        failing = true;
                         retry_at = Instant::now() + pause;
                         continue;
                     }
@@ -195,10 +200,21 @@ impl Recorder {
                 }
                 let pause = backoff.next_delay();
                 warn!(segment = %stem, %error, stderr = %tail, retry_in_ms = pause.as_millis() as u64, "ffmpeg died mid-segment; starting a new one");
+                let detail = if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {tail}")
+                };
+                stats.set_problem(Some(format!("ffmpeg died mid-segment ({error}){detail}")));
+                failing = true;
                 retry_at = Instant::now() + pause;
                 continue;
             }
             stats.delivered.fetch_add(1, Ordering::Relaxed);
+            if failing && current.opened.elapsed() >= HEALTHY_AFTER {
+                stats.set_problem(None);
+                failing = false;
+            }
             let dropped = frames.dropped();
             if dropped > reported_drops {
                 warn!(dropped, "ffmpeg is slower than the camera; frames were dropped");
@@ -213,9 +229,15 @@ impl Recorder {
             recordings.finished(&stem, length);
         }
         stats.up.store(false, Ordering::Relaxed);
+        stats.set_problem(None);
         recordings.set_current(None);
     }
 }
+
+/// An ffmpeg that has taken frames this long after a failure counts as working again; one
+/// that keeps dying sooner (a full disk, a broken encoder) keeps the recorder reported as
+/// failing instead of flapping between the two.
+const HEALTHY_AFTER: Duration = Duration::from_secs(5);
 
 /// One ffmpeg child writing one MP4 file.
 struct Segment {

@@ -43,7 +43,8 @@ pub type WsStream = WebSocketStream<crate::turns::TurnTaking>;
 /// Serves one upgraded WebSocket connection until it ends.
 pub type WsHandler = Arc<dyn Fn(WsStream, SocketAddr) -> BoxFuture<()> + Send + Sync>;
 
-/// A source that should run but sent nothing for this long makes `/health` answer 503.
+/// A source that should run but sent nothing for this long makes `/health` answer 503
+/// (so does an enabled sink that cannot do its work: `degraded`).
 const HEALTH_STARVED_MS: u64 = 5_000;
 
 /// What every HTTP handler can see.
@@ -164,8 +165,20 @@ async fn health(req: Request<AppState>) -> tide::Result {
     let snap = state.status.snapshot();
     let wanted = state.bus.demand().is_wanted();
     let starved = wanted && snap.starved_ms.is_some_and(|ms| ms > HEALTH_STARVED_MS);
+    let problems: Vec<_> = state
+        .metrics
+        .problems()
+        .into_iter()
+        .map(|(sink, error)| json!({ "sink": sink, "error": error }))
+        .collect();
+    let health = match (starved, problems.is_empty()) {
+        (true, _) => "stalled",
+        (false, false) => "degraded",
+        (false, true) => "ok",
+    };
     let body = json!({
-        "status": if starved { "stalled" } else { "ok" },
+        "status": health,
+        "problems": problems,
         "uptime": state.status.started_at().elapsed().as_secs(),
         "mode": state.mode.current(),
         "recording": state.recordings.current().map(|c| c.stem),
@@ -183,10 +196,10 @@ async fn health(req: Request<AppState>) -> tide::Result {
         "subscribers": state.bus.subscribers(),
         "viewers": state.viewers.load(Ordering::Relaxed),
     });
-    let mut res = Response::new(if starved {
-        StatusCode::ServiceUnavailable
-    } else {
+    let mut res = Response::new(if health == "ok" {
         StatusCode::Ok
+    } else {
+        StatusCode::ServiceUnavailable
     });
     res.set_body(Body::from_json(&body)?);
     res.insert_header("Cache-Control", "no-store");
@@ -224,6 +237,12 @@ async fn status(req: Request<AppState>) -> tide::Result {
             "last_error": snap.last_error,
         },
         "viewers": state.viewers.load(Ordering::Relaxed),
+        "problems": state
+            .metrics
+            .problems()
+            .into_iter()
+            .map(|(sink, error)| json!({ "sink": sink, "error": error }))
+            .collect::<Vec<_>>(),
         "recording": {
             "active": current.is_some(),
             "segment": current.map(|c| c.stem),
