@@ -3,82 +3,11 @@
 
 mod common;
 
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::nginx::Nginx;
 use common::*;
-
-const NGINX: &str = "/usr/sbin/nginx";
-const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
-
-/// One nginx process (no master, no daemon) serving RTMP on a loopback port.
-struct Nginx {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Nginx {
-    fn start(dir: &std::path::Path, port: u16) -> Nginx {
-        for needed in [NGINX, RTMP_MODULE] {
-            assert!(
-                std::path::Path::new(needed).exists(),
-                "{needed} is missing: install nginx and libnginx-mod-rtmp (scripts/test does)"
-            );
-        }
-        let conf = dir.join("nginx.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "load_module {RTMP_MODULE};\n\
-                 daemon off;\nmaster_process off;\n\
-                 error_log {dir}/error.log info;\npid {dir}/nginx.pid;\n\
-                 events {{}}\n\
-                 rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; }} }} }}\n",
-                dir = dir.display()
-            ),
-        )
-        .expect("write nginx.conf");
-        let child = Command::new(NGINX)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let nginx = Nginx {
-            child,
-            dir: dir.to_owned(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not listen: {}", nginx.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        nginx
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// What ffprobe sees at `url`: codec, width and height of the first video stream. ffprobe
 /// is killed if it hangs (an RTMP play with no publisher waits forever).
@@ -149,7 +78,7 @@ fn metric(daemon: &Daemon, series: &str) -> f64 {
 fn relay_pushes_h264_of_the_configured_size_and_resumes_after_the_server_restarts() {
     let scratch = tempfile::tempdir().expect("temp dir");
     let rtmp_port = free_port();
-    let mut nginx = Nginx::start(scratch.path(), rtmp_port);
+    let mut nginx = Nginx::rtmp(scratch.path(), rtmp_port);
     let url = format!("rtmp://127.0.0.1:{rtmp_port}/live/cam");
     let daemon = Daemon::start(&format!(
         r#"
@@ -205,7 +134,7 @@ bitrate_kbps = 500
 
     // The server is back on the same port: the relay resumes within seconds.
     let back = Instant::now();
-    let nginx = Nginx::start(scratch.path(), rtmp_port);
+    let nginx = Nginx::rtmp(scratch.path(), rtmp_port);
     let (codec, width, height) = wait_for_stream(&url, Duration::from_secs(20), &nginx, &daemon);
     assert_eq!((codec.as_str(), width, height), ("h264", 256, 144));
     eprintln!("relay resumed {:?} after the server came back", back.elapsed());

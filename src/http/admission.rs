@@ -58,7 +58,12 @@ struct Used {
     connections: usize,
     fds: usize,
     per_address: HashMap<IpAddr, usize>,
+    /// The most connections open at once since [`Admission::take_burst`] last looked.
+    peak: usize,
 }
+
+/// A fall in open connections this large counts as the end of a burst.
+const BURST: usize = 64;
 
 impl Admission {
     /// Caps from the config, within what `fd_limit` (the process's descriptor limit) allows;
@@ -107,6 +112,7 @@ impl Admission {
         *mine += 1;
         used.connections += 1;
         used.fds += 1;
+        used.peak = used.peak.max(used.connections);
         self.gauge.set(used.connections as i64);
         Ok(Arc::new(ConnectionPermit {
             admission: self.clone(),
@@ -125,6 +131,15 @@ impl Admission {
         Some(FilePermit {
             admission: self.clone(),
         })
+    }
+
+    /// Whether a burst of connections has ended since the last call (at least [`BURST`]
+    /// fewer are open than at the peak), with that peak.
+    pub fn take_burst(&self) -> Option<usize> {
+        let mut used = self.lock();
+        let peak = used.peak;
+        used.peak = used.connections;
+        (peak >= used.connections + BURST).then_some(peak)
     }
 
     fn lock(&self) -> MutexGuard<'_, Used> {
@@ -236,5 +251,16 @@ mod tests {
         assert_eq!(a.admit(ip).err(), Some(Refusal::Full));
         drop(f1);
         assert!(a.file().is_some());
+    }
+
+    #[test]
+    fn a_burst_is_seen_once_when_it_is_over() {
+        let a = admission(1000, 1000, 10_000);
+        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
+        let burst: Vec<_> = (0..100).map(|_| a.admit(ip).expect("admit")).collect();
+        assert_eq!(a.take_burst(), None, "still open");
+        drop(burst);
+        assert_eq!(a.take_burst(), Some(100));
+        assert_eq!(a.take_burst(), None, "reported once");
     }
 }

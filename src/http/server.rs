@@ -36,6 +36,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Accepts connections until `shutdown` fires, then gives open ones a moment to finish
 /// (WebSocket viewers their closing handshake, MJPEG clients the end of their stream).
 pub async fn serve(listener: TcpListener, front: Arc<Front>, admission: Arc<Admission>, shutdown: Signal) {
+    let janitor = crate::runtime::spawn(trim_after_bursts(admission.clone(), shutdown.clone()));
     let mut accept_errors = RateLimit::new(LOG_EVERY);
     let mut refusals = RateLimit::new(LOG_EVERY);
     let mut pause = Duration::from_millis(10);
@@ -79,9 +80,39 @@ pub async fn serve(listener: TcpListener, front: Arc<Front>, admission: Arc<Admi
         }
     }
     info!("stopped accepting connections");
+    janitor.await;
     let deadline = Instant::now() + Duration::from_secs(3);
     while admission.connections() > 0 && Instant::now() < deadline {
         smol::Timer::after(Duration::from_millis(20)).await;
+    }
+}
+
+/// Gives memory freed by a burst of connections back to the system. The allocator keeps
+/// what it frees for reuse and returns only the top of each heap: after 200 downloads that
+/// nobody read were closed, 6 to 10 MB of their buffers stayed resident, in holes between
+/// allocations that outlived them.
+async fn trim_after_bursts(admission: Arc<Admission>, shutdown: Signal) {
+    while shutdown::unless(&shutdown, smol::Timer::after(Duration::from_secs(2)))
+        .await
+        .is_some()
+    {
+        if let Some(peak) = admission.take_burst() {
+            debug!(
+                peak,
+                open = admission.connections(),
+                "returning memory after a burst of connections"
+            );
+            smol::unblock(release_freed_memory).await;
+        }
+    }
+}
+
+/// Returns the allocator's free pages to the system (glibc's `malloc_trim`).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only walks glibc's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tungstenite::{Message, WebSocket};
 
 pub mod cdp;
+pub mod nginx;
 
 pub const CROISSANT: &str = env!("CARGO_BIN_EXE_croissant");
 pub const FAKECAM: &str = env!("CARGO_BIN_EXE_fakecam");
@@ -43,6 +44,17 @@ impl Daemon {
 
     /// Starts on a given port, e.g. to restart a daemon where clients expect it.
     pub fn start_on(dir: tempfile::TempDir, config: &str, port: u16) -> Daemon {
+        Self::launch(dir, config, port, None)
+    }
+
+    /// Starts under `ulimit -n fd_limit` (soft and hard), as on a box with systemd's
+    /// defaults and no `LimitNOFILE=`.
+    pub fn start_with_fd_limit(config: &str, fd_limit: u64) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::launch(dir, config, free_port(), Some(fd_limit))
+    }
+
+    fn launch(dir: tempfile::TempDir, config: &str, port: u16, fd_limit: Option<u64>) -> Daemon {
         let text = config
             .replace("{port}", &port.to_string())
             .replace("{dir}", &dir.path().display().to_string())
@@ -55,7 +67,19 @@ impl Daemon {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos())
         ));
-        let child = Command::new(CROISSANT)
+        let mut command = match fd_limit {
+            None => Command::new(CROISSANT),
+            Some(limit) => {
+                // `exec` keeps the pid: the shell becomes the daemon.
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(CROISSANT);
+                shell
+            }
+        };
+        let child = command
             .arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", "debug")
