@@ -7,6 +7,7 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -333,6 +334,32 @@ fn a_request_head_sent_slowly_is_cut_off_however_many_headers_it_has() {
         "{closed_after:?}"
     );
     assert_eq!(daemon.get("/health").0, 200);
+}
+
+#[test]
+fn request_heads_beyond_16_kb_or_100_headers_get_431() {
+    let daemon = Daemon::start(&config(""));
+    let ask = |head: String| {
+        let (status, headers, _) = http(daemon.port, &head);
+        (
+            status,
+            headers.iter().any(|(k, v)| k == "connection" && v == "close"),
+        )
+    };
+    let big = |n: usize| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(n)
+        )
+    };
+    let many = |n: usize| {
+        let lines: String = (0..n).map(|i| format!("X-{i}: y\r\n")).collect();
+        format!("GET / HTTP/1.1\r\nHost: x\r\n{lines}Connection: close\r\n\r\n")
+    };
+    assert_eq!(ask(big(15_000)).0, 200);
+    assert_eq!(ask(big(17_000)), (431, true));
+    assert_eq!(ask(many(90)).0, 200);
+    assert_eq!(ask(many(120)), (431, true));
 }
 
 #[test]
@@ -734,6 +761,52 @@ fn a_flood_of_slow_bodies_under_1024_fds_stops_neither_health_nor_recording() {
         segments(&daemon) - segments_before
     );
     assert_eq!(daemon.health()["status"], "ok");
+
+    // Then from many addresses at once, so that the total cap (what 1024 descriptors
+    // allow) is what holds: clients get every place there is, the recorder still gets
+    // its descriptors.
+    let (read_before, recorded_before, segments_before) =
+        (read(&daemon), recorded(&daemon), segments(&daemon));
+    let started = Instant::now();
+    let mut crowd: Vec<TcpStream> = Vec::new();
+    let mut refused = 0;
+    while started.elapsed() < Duration::from_secs(8) {
+        crowd.retain(|stream| {
+            let mut byte = [0u8; 1];
+            let _ = stream.set_nonblocking(true);
+            matches!((&*stream).read(&mut byte), Err(e) if e.kind() == ErrorKind::WouldBlock)
+        });
+        for i in 0..1000 {
+            if crowd.len() >= 1000 {
+                break;
+            }
+            let ip = format!("127.0.1.{}", 1 + i % 20);
+            match connect_from(&ip, port) {
+                Ok(stream) => crowd.push(stream),
+                Err(_) => refused += 1,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(crowd);
+    assert_eq!(
+        refused, 0,
+        "the kernel took every connection; the daemon refused the excess"
+    );
+    daemon.wait_for(
+        "the recorder to catch up after the crowd",
+        Duration::from_secs(10),
+        |d| (read(d) - read_before) - (recorded(d) - recorded_before) <= 10.0,
+    );
+    assert!(segments(&daemon) - segments_before >= 3.0, "segments kept coming");
+    assert!(
+        metric(
+            &daemon,
+            "croissant_http_connections_refused_total{reason=\"max_connections\"}"
+        ) >= 1.0,
+        "the total cap was reached"
+    );
+
     let log = daemon.log_text();
     let accept_errors = log.lines().filter(|l| l.contains("accept failed")).count();
     assert!(accept_errors < 20, "{accept_errors} accept-error lines");
@@ -741,5 +814,80 @@ fn a_flood_of_slow_bodies_under_1024_fds_stops_neither_health_nor_recording() {
         !log.contains("cannot start ffmpeg"),
         "the recorder could not start ffmpeg"
     );
+    no_panic(&daemon);
+}
+
+#[test]
+fn accept_errors_pause_the_loop_and_are_logged_rarely() {
+    let daemon = Daemon::start(&config("header_timeout_seconds = 60"));
+    assert_eq!(daemon.get("/health").0, 200);
+    // Leave the daemon room for three more descriptors than it holds now, as if the
+    // system ran out: its own caps (sized at start) no longer protect it.
+    let held_now = std::fs::read_dir(format!("/proc/{}/fd", daemon.pid()))
+        .expect("fd list")
+        .count();
+    let limit = held_now + 3;
+    let set = Command::new("prlimit")
+        .arg(format!("--pid={}", daemon.pid()))
+        .arg(format!("--nofile={limit}:{limit}"))
+        .status()
+        .expect("run prlimit");
+    assert!(set.success());
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect"))
+        .collect();
+    // These wait in the kernel's backlog: accepting them fails with EMFILE.
+    let waiting: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
+            stream
+                .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .expect("request");
+            stream
+        })
+        .collect();
+    daemon.wait_for("the accept error to be logged", Duration::from_secs(5), |d| {
+        d.log_text().contains("accept failed; pausing")
+    });
+    // It pauses instead of spinning: little CPU while the condition lasts.
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", daemon.pid())).expect("stat");
+        let fields: Vec<u64> = stat
+            .rsplit(") ")
+            .next()
+            .expect("fields")
+            .split(' ')
+            .skip(11)
+            .take(2)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        fields.iter().sum::<u64>()
+    };
+    let (before, since) = (cpu(), Instant::now());
+    while since.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ticks = cpu() - before;
+    assert!(
+        ticks <= 30,
+        "{ticks} clock ticks of CPU in 3 s of failing accepts"
+    );
+    let lines = daemon
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("accept failed"))
+        .count();
+    assert!(lines <= 2, "{lines} accept-error lines in about 3 s");
+    // Once descriptors are free again, the waiting clients are served.
+    drop(held);
+    for mut stream in waiting {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    }
+    assert!(metric(&daemon, "croissant_http_accept_errors_total") >= 1.0);
     no_panic(&daemon);
 }

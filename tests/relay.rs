@@ -132,12 +132,24 @@ bitrate_kbps = 500
         ) >= 1.0
     });
 
+    daemon.wait_for("health to say the relay fails", Duration::from_secs(10), |d| {
+        let health = d.health();
+        health["status"] == "degraded" && health["problems"][0]["sink"] == "relay"
+    });
+    assert!(
+        !daemon.get("/health").1.contains("/live/cam"),
+        "the stream key stays out of /health too"
+    );
+
     // The server is back on the same port: the relay resumes within seconds.
     let back = Instant::now();
     let nginx = Nginx::rtmp(scratch.path(), rtmp_port);
     let (codec, width, height) = wait_for_stream(&url, Duration::from_secs(20), &nginx, &daemon);
     assert_eq!((codec.as_str(), width, height), ("h264", 256, 144));
     eprintln!("relay resumed {:?} after the server came back", back.elapsed());
+    daemon.wait_for("health to recover", Duration::from_secs(15), |d| {
+        d.health()["status"] == "ok"
+    });
     assert!(daemon.log_text().contains("relay failed"));
     assert!(
         !daemon.log_text().contains("/live/cam"),

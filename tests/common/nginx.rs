@@ -24,10 +24,8 @@ impl Nginx {
         );
         Nginx::start(
             dir,
-            &format!(
-                "load_module {RTMP_MODULE};\n\
-                 rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; }} }} }}\n"
-            ),
+            &format!("load_module {RTMP_MODULE};\n"),
+            &format!("rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; }} }} }}\n"),
             port,
         )
     }
@@ -38,6 +36,7 @@ impl Nginx {
         let d = dir.display();
         Nginx::start(
             dir,
+            "",
             &format!(
                 "http {{\n\
                    access_log {d}/access.log;\n\
@@ -51,9 +50,9 @@ impl Nginx {
         )
     }
 
-    /// Starts nginx with `blocks` (top-level `http`/`rtmp` blocks and `load_module` lines)
-    /// and waits until it listens on `port`.
-    pub fn start(dir: &Path, blocks: &str, port: u16) -> Nginx {
+    /// Starts nginx with `modules` (`load_module` lines, which must come first) and
+    /// `blocks` (top-level `http`/`rtmp` blocks), and waits until it listens on `port`.
+    pub fn start(dir: &Path, modules: &str, blocks: &str, port: u16) -> Nginx {
         assert!(
             Path::new(NGINX).exists(),
             "{NGINX} is missing: install nginx (scripts/test does)"
@@ -62,7 +61,7 @@ impl Nginx {
         std::fs::write(
             &conf,
             format!(
-                "daemon off;\nmaster_process off;\n\
+                "{modules}daemon off;\nmaster_process off;\n\
                  error_log {dir}/error.log info;\npid {dir}/nginx.pid;\n\
                  events {{}}\n{blocks}",
                 dir = dir.display()
