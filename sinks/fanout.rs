@@ -15,6 +15,7 @@
 use std::io::{self, IoSlice, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use smol::Task;
@@ -344,14 +345,16 @@ impl Seat {
                 }
             };
             if let Some(rest) = rest {
-                self.write_rest(&rest.message, rest.written).await?;
+                self.write_rest(&rest.message, rest.written, ctx.send_timeout)
+                    .await?;
                 ctx.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             if lock(&self.work).newer.is_none() {
                 return Ok(());
             }
-            let turn = self.writer.turn().await;
+            // tungstenite holds the turn while it writes a pong or a close to this socket.
+            let turn = within(ctx.send_timeout, async { Ok(self.writer.turn().await) }).await?;
             // Taken only now: anything newer that came while waiting for the turn wins.
             let Some((seq, message)) = lock(&self.work).newer.take() else {
                 continue;
@@ -361,26 +364,39 @@ impl Seat {
                 continue;
             }
             self.begun.store(seq + 1, Ordering::Relaxed);
-            self.write_rest(&message, 0).await?;
+            self.write_rest(&message, 0, ctx.send_timeout).await?;
             drop(turn);
             ctx.stats.delivered.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    async fn write_rest(&self, message: &Message, mut written: usize) -> io::Result<()> {
+    /// Writes the rest of `message`; fails with `TimedOut` when the socket takes nothing
+    /// for `stall` (a viewer that stopped reading gives its place back).
+    async fn write_rest(&self, message: &Message, mut written: usize, stall: Duration) -> io::Result<()> {
         while written < message.len() {
-            match self
+            let write = self
                 .writer
                 .socket()
-                .write_with(|socket| message.write_from(socket, written))
-                .await?
-            {
+                .write_with(|socket| message.write_from(socket, written));
+            match within(stall, write).await? {
                 0 => return Err(io::ErrorKind::WriteZero.into()),
                 n => written += n,
             }
         }
         Ok(())
     }
+}
+
+/// `work`, unless the socket makes it wait longer than `stall`.
+async fn within<T>(stall: Duration, work: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    let stalled = async {
+        smol::Timer::after(stall).await;
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the viewer read nothing for the send timeout",
+        ))
+    };
+    futures_lite::future::or(work, stalled).await
 }
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves the data valid.

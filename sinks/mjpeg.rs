@@ -21,6 +21,8 @@ use crate::metrics::SinkStats;
 use crate::mode::Mode;
 
 const BOUNDARY: &str = "croissantframe";
+/// What ends the multipart body (RFC 2046 §5.1.1), sent when the daemon stops.
+const CLOSING: &[u8] = b"--croissantframe--\r\n";
 
 /// `type = "http-mjpeg"`
 #[derive(Debug, Clone, Deserialize)]
@@ -92,6 +94,7 @@ impl MjpegSink {
         let parts = Parts {
             subscription: self.ctx.subscribe(Policy::Latest),
             pending: None,
+            closing: None,
             stats: self.ctx.stats.clone(),
             shutdown: Box::pin(async move { shutdown.wait().await }),
             _viewer: viewer,
@@ -115,6 +118,8 @@ struct Parts {
     subscription: Subscription,
     /// The part being sent: its header, its JPEG, and how much of both went out.
     pending: Option<(Vec<u8>, Bytes, usize)>,
+    /// Once the daemon stops: how much of [`CLOSING`] went out.
+    closing: Option<usize>,
     stats: Arc<SinkStats>,
     shutdown: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
     _viewer: ViewerSlot,
@@ -123,10 +128,14 @@ struct Parts {
 impl futures_lite::AsyncBufRead for Parts {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<&[u8]>> {
         let this = self.get_mut();
+        if let Some(sent) = this.closing {
+            return Poll::Ready(Ok(&CLOSING[sent.min(CLOSING.len())..]));
+        }
         if this.pending.is_none() {
             // Between parts is the only place the stream can end cleanly.
             if this.shutdown.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Ok(&[]));
+                this.closing = Some(0);
+                return Poll::Ready(Ok(CLOSING));
             }
             match this.subscription.poll_recv(cx) {
                 Poll::Ready(frame) => {
@@ -157,7 +166,9 @@ impl futures_lite::AsyncBufRead for Parts {
 
     fn consume(self: Pin<&mut Self>, amount: usize) {
         let this = self.get_mut();
-        if let Some((header, jpeg, sent)) = &mut this.pending {
+        if let Some(sent) = &mut this.closing {
+            *sent += amount;
+        } else if let Some((header, jpeg, sent)) = &mut this.pending {
             *sent += amount;
             if *sent >= header.len() + jpeg.len() + 2 {
                 this.pending = None;
@@ -184,5 +195,13 @@ impl futures_lite::AsyncRead for Parts {
         };
         self.consume(n);
         Poll::Ready(Ok(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_closing_delimiter_names_the_boundary() {
+        assert_eq!(super::CLOSING, format!("--{}--\r\n", super::BOUNDARY).as_bytes());
     }
 }

@@ -117,6 +117,9 @@ pub struct SinkContext {
     pub viewers: Arc<AtomicUsize>,
     /// `[server] max_viewers`: more are turned away.
     pub max_viewers: usize,
+    /// `[server] send_timeout_seconds`: a viewer whose socket takes nothing for this long
+    /// is let go.
+    pub send_timeout: std::time::Duration,
     /// The daemon's counters; [`Sinks::build`] registers each sink there.
     pub metrics: Arc<Metrics>,
     /// This sink's counters (and whether the mode enables it).
@@ -132,6 +135,7 @@ impl SinkContext {
         recordings: Arc<Recordings>,
         metrics: Arc<Metrics>,
         max_viewers: usize,
+        send_timeout: std::time::Duration,
     ) -> Self {
         SinkContext {
             name: String::new(),
@@ -141,6 +145,7 @@ impl SinkContext {
             recordings,
             viewers: Arc::new(AtomicUsize::new(0)),
             max_viewers,
+            send_timeout,
             metrics,
             stats: Arc::default(),
         }

@@ -172,7 +172,14 @@ async fn read_controls(
             Some(Ok(_)) => continue,
             Some(Err(error)) => {
                 debug!(%error, "viewer connection failed");
-                Control::Closed(Some((CloseCode::Size, "message too large or malformed")))
+                use async_tungstenite::tungstenite::Error;
+                Control::Closed(match error {
+                    Error::Capacity(_) => Some((CloseCode::Size, "message too large")),
+                    Error::Utf8(_) => Some((CloseCode::Invalid, "text is not UTF-8")),
+                    Error::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
+                    // The connection itself broke: nothing can be said on it.
+                    _ => None,
+                })
             }
         };
         let done = matches!(control, Control::Closed(_));

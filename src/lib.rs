@@ -109,6 +109,7 @@ async fn daemon(config: Config) -> Result<(), Error> {
         recordings.clone(),
         metrics.clone(),
         config.server.max_viewers,
+        Duration::from_secs(config.server.send_timeout_seconds),
     );
     let viewers = shared.viewers.clone();
     let sinks = sinks::Sinks::build(&config.sinks, &shared).map_err(Error::Sink)?;

@@ -135,7 +135,13 @@ enum Range {
 }
 
 fn parse_range(header: &str, len: u64) -> Range {
-    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+    // The unit is case-insensitive (RFC 9110 §14.1); the positions are plain digits.
+    let header = header.trim();
+    let Some(spec) = header
+        .get(..6)
+        .filter(|unit| unit.eq_ignore_ascii_case("bytes="))
+        .map(|_| &header[6..])
+    else {
         return Range::Ignore;
     };
     if spec.contains(',') {
@@ -145,7 +151,13 @@ fn parse_range(header: &str, len: u64) -> Range {
     let Some((first, last)) = spec.trim().split_once('-') else {
         return Range::Ignore;
     };
-    let parse = |s: &str| s.trim().parse::<u64>().ok();
+    let parse = |s: &str| {
+        let s = s.trim();
+        s.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
     match (first.trim().is_empty(), parse(first), parse(last)) {
         // bytes=-N: the last N bytes.
         (true, _, Some(n)) => {
@@ -188,5 +200,8 @@ mod tests {
         assert_eq!(parse_range("items=0-1", 1000), Range::Ignore);
         assert_eq!(parse_range("bytes=x-y", 1000), Range::Ignore);
         assert_eq!(parse_range("bytes=0-", 0), Range::Unsatisfiable);
+        assert_eq!(parse_range("BYTES=0-99", 1000), Range::Bytes(0, 99));
+        assert_eq!(parse_range("bytes=+1-9", 1000), Range::Ignore);
+        assert_eq!(parse_range("bytes=-+5", 1000), Range::Ignore);
     }
 }

@@ -123,6 +123,22 @@ fn http_1_0_is_answered_with_and_without_keep_alive() {
         );
         assert!(!body.is_empty(), "{path}");
     }
+    // A stream has no length in HTTP/1.0: it ends with the connection, which says so.
+    stream
+        .write_all(b"GET /stream.mjpeg HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .expect("send");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("the stream's head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(
+        !head.contains("keep-alive") && !head.contains("transfer-encoding"),
+        "{head}"
+    );
 }
 
 #[test]
@@ -512,9 +528,9 @@ fn sigterm_ends_mjpeg_streams_with_a_properly_terminated_body() {
     }
     assert!(parts >= 2);
     assert_eq!(
-        at + 2,
-        text.len(),
-        "nothing after the last whole part but its line break"
+        &text[at..],
+        b"\r\n--croissantframe--\r\n",
+        "after the last whole part: its line break and the closing boundary"
     );
 }
 
@@ -890,4 +906,129 @@ fn accept_errors_pause_the_loop_and_are_logged_rarely() {
     }
     assert!(metric(&daemon, "croissant_http_accept_errors_total") >= 1.0);
     no_panic(&daemon);
+}
+
+/// A raw WebSocket connection after its upgrade, with a small receive buffer.
+fn raw_websocket(port: u16) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let server: SocketAddr = ([127, 0, 0, 1], port).into();
+    socket.connect(&server.into()).expect("connect");
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .expect("upgrade");
+    assert_eq!(read_response(&mut stream).expect("101").0, 101);
+    stream
+}
+
+/// A masked client frame.
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [9u8, 8, 7, 6];
+    let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+#[test]
+fn pings_from_a_client_that_never_reads_cost_no_memory() {
+    let daemon = Daemon::start(&config(""));
+    let mut stream = raw_websocket(daemon.port);
+    let before = daemon.rss_kib();
+    // A million 125-byte pings, none of whose pongs is ever read.
+    let burst = client_frame(0x9, &[b'p'; 125]).repeat(10_000);
+    for _ in 0..100 {
+        if stream.write_all(&burst).is_err() {
+            break;
+        }
+    }
+    // Once the daemon has read them all, its memory tells.
+    let mut last = read_bytes(daemon.pid());
+    let mut quiet_since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while quiet_since.elapsed() < Duration::from_millis(500) {
+        assert!(Instant::now() < deadline, "still reading pings after 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+        let now = read_bytes(daemon.pid());
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        }
+    }
+    let grown_mb = daemon.rss_kib().saturating_sub(before) as f64 / 1024.0;
+    assert!(
+        grown_mb < 8.0,
+        "a million unread pongs grew RSS by {grown_mb:.1} MB"
+    );
+    no_panic(&daemon);
+}
+
+#[test]
+fn a_websocket_viewer_that_stops_reading_is_let_go_after_the_send_timeout() {
+    let daemon = Daemon::start(&config("send_timeout_seconds = 2"));
+    let mut stream = raw_websocket(daemon.port);
+    stream.write_all(&client_frame(0x1, b"start")).expect("start");
+    daemon.wait_for("the viewer to count", Duration::from_secs(5), |d| {
+        metric(d, "croissant_viewers{sink=\"live\",type=\"websocket\"}") == 1.0
+    });
+    daemon.wait_for("the stalled viewer to be dropped", Duration::from_secs(15), |d| {
+        metric(d, "croissant_viewers{sink=\"live\",type=\"websocket\"}") == 0.0
+    });
+    assert!(closes_within(&mut stream, Duration::from_secs(5)));
+}
+
+#[test]
+fn websocket_protocol_errors_get_their_close_codes() {
+    let daemon = Daemon::start(&config(""));
+    let close_code = |frame: Vec<u8>| {
+        let mut stream = raw_websocket(daemon.port);
+        stream.write_all(&frame).expect("send");
+        let mut all = Vec::new();
+        let _ = stream.read_to_end(&mut all);
+        // The server's close frame: 0x88, a length, then the code.
+        let at = all.windows(1).position(|w| w[0] == 0x88).expect("a close frame");
+        u16::from_be_bytes([all[at + 2], all[at + 3]])
+    };
+    // An unmasked client frame: a protocol error.
+    assert_eq!(close_code(vec![0x81, 5, b's', b't', b'a', b'r', b't']), 1002);
+    // Text that is not UTF-8.
+    assert_eq!(close_code(client_frame(0x1, &[0xff, 0xfe, 0xfd])), 1007);
+    // A message over 4 KB.
+    let mut big = vec![0x82, 0x80 | 126];
+    big.extend_from_slice(&5000u16.to_be_bytes());
+    big.extend_from_slice(&[0, 0, 0, 0]);
+    big.extend(std::iter::repeat_n(0u8, 5000));
+    assert_eq!(close_code(big), 1009);
+    // Keys that are not 16 bytes in base64 are refused before any upgrade.
+    for key in ["", "abc", "dGhlIHNhbXBsZQ=="] {
+        let (status, _, _) = http(
+            daemon.port,
+            &format!(
+                "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ),
+        );
+        assert_eq!(status, 400, "key {key:?}");
+    }
+}
+
+#[test]
+fn methods_are_case_sensitive_and_unknown_ones_not_implemented() {
+    let daemon = Daemon::start(&config(""));
+    for method in ["get", "Get", "FOO"] {
+        let (status, _, _) = http(
+            daemon.port,
+            &format!("{method} /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(status, 501, "{method}");
+    }
 }

@@ -139,6 +139,7 @@ impl Front {
             return self.upgrade(req, &route, handler, peer, permit).await;
         }
         let (parts, body) = req.into_parts();
+        let version = parts.version;
         let body = match read_body(body, self.body_timeout).await {
             Ok(body) => body,
             Err(BodyError::TooLarge) => {
@@ -156,7 +157,19 @@ impl Front {
             Err((status, error)) => return self.refuse(&route, status, error),
         };
         match self.app.respond::<_, http_types::Response>(request).await {
-            Ok(response) => from_tide(response),
+            Ok(response) => {
+                let mut response = from_tide(response);
+                // HTTP/1.0 has no chunks: a body of unknown length (an MJPEG stream) ends
+                // with the connection, whatever the client asked. (Marked as an HTTP/1.0
+                // response, or hyper would add `keep-alive` to our `close`.)
+                if version == Version::HTTP_10 && response.body().size_hint().exact().is_none() {
+                    *response.version_mut() = Version::HTTP_10;
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            }
             Err(error) => {
                 warn!(%error, "handler failed");
                 self.refuse(&route, StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
@@ -187,9 +200,12 @@ impl Front {
     ) -> Response<Outgoing> {
         let headers = req.headers();
         let text = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let key = headers
-            .get(header::SEC_WEBSOCKET_KEY)
-            .map(|k| k.as_bytes().to_vec());
+        // RFC 6455 §4.2.1: one key, the base64 of 16 bytes.
+        let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+        let key = match (keys.next(), keys.next()) {
+            (Some(key), None) if valid_key(key.as_bytes()) => Some(key.as_bytes().to_vec()),
+            _ => None,
+        };
         let connection_upgrade = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -281,6 +297,13 @@ fn host_is_valid(req: &Request<Incoming>) -> bool {
     }
 }
 
+/// Whether a `Sec-WebSocket-Key` is the base64 of 16 bytes.
+fn valid_key(key: &[u8]) -> bool {
+    use base64ct::Encoding;
+    let mut decoded = [0u8; 18];
+    base64ct::Base64::decode(key, &mut decoded).is_ok_and(|bytes| bytes.len() == 16)
+}
+
 /// Whether a request asks to become a WebSocket.
 fn wants_websocket(headers: &HeaderMap) -> bool {
     headers
@@ -340,11 +363,14 @@ fn to_tide(
     body: Bytes,
     peer: SocketAddr,
 ) -> Result<http_types::Request, (StatusCode, &'static str)> {
-    let method: http_types::Method = parts
-        .method
-        .as_str()
+    // Methods are case-sensitive (RFC 9110 §9.1): `get` is not GET, whatever http-types'
+    // lenient parser would make of it.
+    let name = parts.method.as_str();
+    let method: http_types::Method = name
         .parse()
-        .map_err(|_| (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"))?;
+        .ok()
+        .filter(|_| name.bytes().all(|b| b.is_ascii_uppercase()))
+        .ok_or((StatusCode::NOT_IMPLEMENTED, "Method not implemented"))?;
     // Only the path and query matter to the routes; the host part is a placeholder (the
     // Host header itself is passed on as sent).
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -438,6 +464,9 @@ fn viewer_ws_config() -> WebSocketConfig {
     config.write_buffer_size = 0;
     config.max_message_size = Some(4096);
     config.max_frame_size = Some(4096);
+    // tungstenite's own writes are pongs and closes. A client that sends pings and never
+    // reads would otherwise queue pongs without bound; past this, only the newest waits.
+    config.max_write_buffer_size = 4096;
     config
 }
 
@@ -465,6 +494,20 @@ mod tests {
             "/x/.../y",
         ] {
             assert!(!has_dot_segments(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn websocket_keys_must_be_16_bytes_in_base64() {
+        assert!(valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        for bad in [
+            &b""[..],
+            b"abc",
+            b"not base64 at all!!!",
+            b"dGhlIHNhbXBsZSBub25jZQ",
+            b"dGhlIHNhbXBsZQ==",
+        ] {
+            assert!(!valid_key(bad), "{}", String::from_utf8_lossy(bad));
         }
     }
 

@@ -133,4 +133,8 @@ Content-Length: 33\r\nRetry-After: 10\r\nConnection: close\r\n\r\n{\"error\":\"T
     let socket: Arc<smol::Async<std::net::TcpStream>> = stream.into();
     let mut raw: &std::net::TcpStream = socket.get_ref();
     let _ = raw.write(BUSY);
+    // Closing with the request unread would reset the connection, and a client reading
+    // late could lose the answer with it: take in what already came, then close.
+    let _ = std::io::Read::read(&mut raw, &mut [0u8; 4096]);
+    let _ = raw.shutdown(std::net::Shutdown::Write);
 }
