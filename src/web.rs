@@ -1,9 +1,10 @@
 //! The pages and assets, embedded so the binary is the whole product. Every URL in them is
 //! relative, so the UI also works behind a reverse proxy on a subpath.
 
-use tide::{Body, Request, Response, StatusCode};
+use tide::{Request, Response, StatusCode};
 
 use crate::http::AppState;
+use crate::http::body::SharedBody;
 
 const INDEX_HTML: &str = include_str!("web/index.html");
 const STREAM_HTML: &str = include_str!("web/stream.html");
@@ -21,23 +22,22 @@ const JS: &str = "text/javascript; charset=utf-8";
 
 /// Registers the pages and their assets.
 pub fn routes(app: &mut tide::Server<AppState>) {
-    app.at("/")
-        .get(|_| async { Ok(asset(INDEX_HTML.to_owned(), HTML)) });
+    app.at("/").get(|_| async { Ok(asset(INDEX_HTML, HTML)) });
     app.at("/stream").get(stream_page);
     app.at("/recordings")
-        .get(|_| async { Ok(asset(RECORDINGS_HTML.to_owned(), HTML)) });
+        .get(|_| async { Ok(asset(RECORDINGS_HTML, HTML)) });
     app.at("/assets/style.css")
-        .get(|_| async { Ok(asset(STYLE_CSS.to_owned(), "text/css; charset=utf-8")) });
+        .get(|_| async { Ok(asset(STYLE_CSS, "text/css; charset=utf-8")) });
     app.at("/assets/common.js")
-        .get(|_| async { Ok(asset(COMMON_JS.to_owned(), JS)) });
+        .get(|_| async { Ok(asset(COMMON_JS, JS)) });
     app.at("/assets/dashboard.js")
-        .get(|_| async { Ok(asset(DASHBOARD_JS.to_owned(), JS)) });
+        .get(|_| async { Ok(asset(DASHBOARD_JS, JS)) });
     app.at("/assets/stream.js")
-        .get(|_| async { Ok(asset(STREAM_JS.to_owned(), JS)) });
+        .get(|_| async { Ok(asset(STREAM_JS, JS)) });
     app.at("/assets/recordings.js")
-        .get(|_| async { Ok(asset(RECORDINGS_JS.to_owned(), JS)) });
+        .get(|_| async { Ok(asset(RECORDINGS_JS, JS)) });
     app.at("/assets/login.js")
-        .get(|_| async { Ok(asset(LOGIN_JS.to_owned(), JS)) });
+        .get(|_| async { Ok(asset(LOGIN_JS, JS)) });
 }
 
 /// `GET /login`: the form, or straight to the dashboard when there is nothing to log in to.
@@ -47,7 +47,7 @@ pub async fn login_page(req: Request<AppState>) -> tide::Result {
         res.insert_header("Location", "./");
         return Ok(res);
     }
-    Ok(asset(LOGIN_HTML.to_owned(), HTML))
+    Ok(asset(LOGIN_HTML, HTML))
 }
 
 /// The viewer page, with `[viewer] ws_url` (if set) in a meta tag for the script.
@@ -56,9 +56,9 @@ async fn stream_page(req: Request<AppState>) -> tide::Result {
     Ok(asset(STREAM_HTML.replace("{{ws_url}}", &ws_url), HTML))
 }
 
-fn asset(body: String, mime: &str) -> Response {
+fn asset(body: impl Into<bytes::Bytes>, mime: &str) -> Response {
     let mut res = Response::new(StatusCode::Ok);
-    res.set_body(Body::from_string(body));
+    res.set_body(SharedBody::new(body.into()).into_body());
     res.insert_header("Content-Type", mime);
     res.insert_header("Cache-Control", "no-cache");
     res

@@ -4,6 +4,8 @@
 //! hyper asks for the next one, i.e. once the socket took most of the last. [`FileBody`]
 //! reads a file in bounded chunks on the blocking pool: `smol::fs::File` would read up to
 //! 8 MB ahead of a client that never reads (200 such downloads held 1.6 GB).
+//! [`SharedBody`] serves bytes that already exist (a frame, an embedded page) without a
+//! copy of their own.
 
 use std::fs::File;
 use std::io;
@@ -192,6 +194,47 @@ impl AsyncRead for FileBody {
         let n = available.len().min(out.len());
         out[..n].copy_from_slice(&available[..n]);
         self.consume(n);
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// A body made of bytes that are already shared: a snapshot is the camera's own frame, a
+/// page the binary's own text. Each client holds a reference, not a copy.
+pub struct SharedBody {
+    bytes: Bytes,
+    sent: usize,
+}
+
+impl SharedBody {
+    /// Serves `bytes` whole.
+    pub fn new(bytes: Bytes) -> SharedBody {
+        SharedBody { bytes, sent: 0 }
+    }
+
+    /// As a tide body of known length.
+    pub fn into_body(self) -> http_types::Body {
+        let len = self.bytes.len();
+        http_types::Body::from_reader(self, Some(len))
+    }
+}
+
+impl AsyncBufRead for SharedBody {
+    fn poll_fill_buf(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        Poll::Ready(Ok(&this.bytes[this.sent..]))
+    }
+
+    fn consume(mut self: Pin<&mut Self>, amount: usize) {
+        self.sent = (self.sent + amount).min(self.bytes.len());
+    }
+}
+
+impl AsyncRead for SharedBody {
+    fn poll_read(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, out: &mut [u8]) -> Poll<io::Result<usize>> {
+        let rest = &self.bytes[self.sent..];
+        let n = rest.len().min(out.len());
+        out[..n].copy_from_slice(&rest[..n]);
+        self.sent += n;
         Poll::Ready(Ok(n))
     }
 }

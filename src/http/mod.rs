@@ -360,7 +360,7 @@ async fn snapshot(req: Request<AppState>) -> tide::Result {
         return json_response(StatusCode::ServiceUnavailable, &json!({ "error": error }));
     };
     let mut res = Response::new(StatusCode::Ok);
-    res.set_body(Body::from_bytes(frame.jpeg.to_vec()));
+    res.set_body(body::SharedBody::new(frame.jpeg).into_body());
     res.insert_header("Content-Type", "image/jpeg");
     res.insert_header("Cache-Control", "no-store");
     Ok(res)
