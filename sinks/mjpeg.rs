@@ -71,13 +71,17 @@ impl Sink for MjpegSink {
             .at(&self.path)
             .get(move |req: tide::Request<crate::http::AppState>| {
                 let sink = sink.clone();
-                async move { Ok(sink.respond(req.remote().unwrap_or("?"))) }
+                async move {
+                    // The login session the client came with, if any: its stream ends with it.
+                    let session = req.ext::<crate::shutdown::Ending>().cloned();
+                    Ok(sink.respond(req.remote().unwrap_or("?"), session))
+                }
             });
     }
 }
 
 impl MjpegSink {
-    fn respond(&self, peer: &str) -> Response {
+    fn respond(&self, peer: &str, session: Option<crate::shutdown::Ending>) -> Response {
         if !self.ctx.is_enabled() {
             let mut res = Response::new(StatusCode::ServiceUnavailable);
             res.set_body("this stream is off in the current mode");
@@ -91,12 +95,18 @@ impl MjpegSink {
         };
         info!(sink = %self.ctx.name, %peer, "MJPEG client connected");
         let shutdown = self.ctx.shutdown.clone();
+        let ends = async move {
+            match session {
+                Some(session) => futures_lite::future::or(shutdown.wait(), session.wait()).await,
+                None => shutdown.wait().await,
+            }
+        };
         let parts = Parts {
             subscription: self.ctx.subscribe(Policy::Latest),
             pending: None,
             closing: None,
             stats: self.ctx.stats.clone(),
-            shutdown: Box::pin(async move { shutdown.wait().await }),
+            ends: Box::pin(ends),
             _viewer: viewer,
         };
         let mut res = Response::new(StatusCode::Ok);
@@ -113,7 +123,7 @@ impl MjpegSink {
 
 /// The response body: one part per frame, read from the client's queue as the
 /// connection drains. Dropped (unsubscribing) when the client goes away; ends, so the
-/// chunked body is terminated properly, when the daemon stops.
+/// chunked body is terminated properly, when the daemon stops or the client's session does.
 struct Parts {
     subscription: Subscription,
     /// The part being sent: its header, its JPEG, and how much of both went out.
@@ -121,7 +131,8 @@ struct Parts {
     /// Once the daemon stops: how much of [`CLOSING`] went out.
     closing: Option<usize>,
     stats: Arc<SinkStats>,
-    shutdown: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
+    /// The daemon's shutdown, or the end of the client's login session.
+    ends: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
     _viewer: ViewerSlot,
 }
 
@@ -133,7 +144,7 @@ impl futures_lite::AsyncBufRead for Parts {
         }
         if this.pending.is_none() {
             // Between parts is the only place the stream can end cleanly.
-            if this.shutdown.as_mut().poll(cx).is_ready() {
+            if this.ends.as_mut().poll(cx).is_ready() {
                 this.closing = Some(0);
                 return Poll::Ready(Ok(CLOSING));
             }

@@ -20,6 +20,7 @@ use super::mkv;
 use super::recorder::Codec;
 use super::{BoxFuture, Sink, SinkConfig, SinkContext};
 use crate::bus::{Policy, Subscription};
+use crate::metrics::Problem;
 use crate::mode::Mode;
 use crate::shutdown::Signal;
 use crate::source::Backoff;
@@ -181,7 +182,10 @@ impl Relay {
                 Err(error) => Ended::Failed(error.to_string()),
             };
             let Ended::Failed(why) = ended else { break };
-            stats.set_problem(Some(format!("relay to {target} failed: {why}")));
+            stats.set_problem(Some(Problem {
+                reason: "the relay's ffmpeg keeps failing".into(),
+                detail: format!("{target}: {why}"),
+            }));
             stats.restarts.fetch_add(1, Ordering::Relaxed);
             if started.elapsed() > Duration::from_secs(60) {
                 backoff.reset();

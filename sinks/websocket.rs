@@ -6,10 +6,9 @@
 //! camera or other viewers, and never costs more than two frames. Each viewer's own task
 //! handles its messages (`start`, `stop`) and the frames it has to catch up on.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
@@ -20,7 +19,7 @@ use tracing::{Instrument, debug, info};
 
 use super::fanout::{Fanout, Seat};
 use super::{Resource, Sink, SinkConfig, SinkContext};
-use crate::http::{Routes, WsStream};
+use crate::http::{Routes, WsClient, WsStream};
 use crate::mode::Mode;
 use crate::ratelimit::RateLimit;
 
@@ -85,12 +84,13 @@ impl Sink for WebSocketSink {
             let sink = self.clone();
             routes.websocket(
                 path,
-                Arc::new(move |ws, peer| {
+                Arc::new(move |ws, client: WsClient| {
                     let sink = sink.clone();
                     let id = sink.next_viewer.fetch_add(1, Ordering::Relaxed);
+                    let peer = client.peer;
                     let span = tracing::info_span!("sink", name = %sink.ctx.name)
                         .in_scope(|| tracing::info_span!("viewer", id, %peer));
-                    Box::pin(async move { sink.serve(ws, peer).await }.instrument(span))
+                    Box::pin(async move { sink.serve(ws, client).await }.instrument(span))
                 }),
             );
         }
@@ -129,22 +129,68 @@ enum Event {
 
 /// What a viewer is told when the daemon stops.
 const GOING_AWAY: Control = Control::Closed(Some((CloseCode::Away, "server shutting down")));
+/// What a viewer is told when the login session it came with ends (logout, expiry).
+const SESSION_ENDED: Control = Control::Closed(Some((CloseCode::Policy, "session ended; log in again")));
+/// What a connection that never asked for frames is told.
+const NO_START: Control = Control::Closed(Some((CloseCode::Policy, "no start within 10 s")));
+/// A connection must send its first `start` within this long, or give its socket back.
+/// Until then it is not a viewer (it takes no place among `max_viewers`).
+const START_WITHIN: Duration = Duration::from_secs(10);
 
-/// The viewer's next message, or the daemon's shutdown, whichever comes first.
-async fn next_control(
-    control: &async_channel::Receiver<Control>,
-    shutdown: &crate::shutdown::Signal,
-) -> Control {
-    let message = async { control.recv().await.unwrap_or(Control::Closed(None)) };
-    // Shutdown first, so a viewer that never stops sending cannot keep it from being seen.
-    future::or(
-        async {
-            shutdown.wait().await;
+/// What else, besides the viewer's own messages, can end a connection.
+struct Endings<'a> {
+    shutdown: &'a crate::shutdown::Signal,
+    /// The viewer's login session.
+    session: Option<&'a crate::shutdown::Ending>,
+    /// Until the first `start`: when the connection must have sent it.
+    start_by: Option<Instant>,
+}
+
+impl Endings<'_> {
+    /// An ending that has already happened.
+    fn now(&self) -> Option<Control> {
+        if self.shutdown.fired() {
+            Some(GOING_AWAY)
+        } else if self.session.is_some_and(|s| s.ended()) {
+            Some(SESSION_ENDED)
+        } else if self.start_by.is_some_and(|at| Instant::now() >= at) {
+            Some(NO_START)
+        } else {
+            None
+        }
+    }
+
+    /// Resolves when one of them happens.
+    async fn wait(&self) -> Control {
+        let session = async {
+            match self.session {
+                Some(session) => session.wait().await,
+                None => future::pending().await,
+            }
+            SESSION_ENDED
+        };
+        let idle = async {
+            match self.start_by {
+                Some(at) => {
+                    smol::Timer::at(at).await;
+                }
+                None => future::pending().await,
+            }
+            NO_START
+        };
+        let shutdown = async {
+            self.shutdown.wait().await;
             GOING_AWAY
-        },
-        message,
-    )
-    .await
+        };
+        future::or(shutdown, future::or(session, idle)).await
+    }
+}
+
+/// The viewer's next message, or an ending, whichever comes first.
+async fn next_control(control: &async_channel::Receiver<Control>, endings: &Endings<'_>) -> Control {
+    let message = async { control.recv().await.unwrap_or(Control::Closed(None)) };
+    // Endings first, so a viewer that never stops sending cannot keep them from being seen.
+    future::or(endings.wait(), message).await
 }
 
 /// What the viewer asked for, as read by [`read_controls`].
@@ -168,7 +214,13 @@ async fn read_controls(
                 "stop" => Control::Stop,
                 _ => continue,
             },
-            Some(Ok(Message::Close(_))) | None => Control::Closed(None),
+            Some(Ok(Message::Close(_))) => {
+                // tungstenite has queued its answering Close (RFC 6455 §5.5.1); it goes out
+                // on the next read, which then sees the end of the connection.
+                let _ = out.send(Control::Closed(None)).await;
+                continue;
+            }
+            None => Control::Closed(None),
             Some(Ok(_)) => continue,
             Some(Err(error)) => {
                 debug!(%error, "viewer connection failed");
@@ -190,29 +242,7 @@ async fn read_controls(
 }
 
 impl WebSocketSink {
-    async fn serve(&self, ws: WsStream, peer: SocketAddr) {
-        let Some(slot) = self.ctx.viewer() else {
-            let reason = self.ctx.too_many_viewers();
-            if let Some(suppressed) = self.refusals.lock().map_or(None, |mut r| r.allow()) {
-                tracing::warn!(
-                    max = self.ctx.max_viewers,
-                    suppressed,
-                    "viewer refused: too many viewers"
-                );
-            }
-            let (mut tx, _rx) = ws.split();
-            let close = CloseFrame {
-                code: CloseCode::Again,
-                reason: reason.into(),
-            };
-            let _ = future::or(async { tx.close(Some(close)).await.ok() }, async {
-                smol::Timer::after(Duration::from_secs(1)).await;
-                None
-            })
-            .await;
-            return;
-        };
-        info!(viewers = slot.total(), "viewer connected");
+    async fn serve(&self, ws: WsStream, client: WsClient) {
         // Frames go straight to the socket from the fan-out; tungstenite keeps the reading
         // side and the control frames it answers (pong, close).
         let writer = ws.get_ref().frame_writer();
@@ -225,18 +255,20 @@ impl WebSocketSink {
         // frames cost this connection nothing but the fan-out's one system call each.
         let (control_tx, control) = async_channel::bounded(4);
         let reader = crate::runtime::spawn(read_controls(rx, control_tx).in_current_span());
+        let mut endings = Endings {
+            shutdown: &self.ctx.shutdown,
+            session: client.session.as_ref(),
+            start_by: Some(Instant::now() + START_WITHIN),
+        };
+        // Taken at the first `start`: a connection that never asks for frames is no viewer.
+        let mut slot = None;
         let mut watching = false;
         let mut slow = RateLimit::new(Duration::from_secs(30));
         let mut last_dropped = 0;
         let close = loop {
-            let others = next_control(&control, &self.ctx.shutdown);
             // A viewer slower than the camera always has work waiting; look at its messages
-            // and at shutdown first, so `stop` and going-away still get through.
-            let pending = if self.ctx.shutdown.fired() {
-                Some(GOING_AWAY)
-            } else {
-                control.try_recv().ok()
-            };
+            // and at the endings first, so `stop`, logout and going-away still get through.
+            let pending = endings.now().or_else(|| control.try_recv().ok());
             let event = match pending {
                 Some(control) => Event::Control(control),
                 None => {
@@ -245,20 +277,21 @@ impl WebSocketSink {
                             seat.work_waiting().await;
                             Event::Work
                         },
-                        async { Event::Control(others.await) },
+                        async { Event::Control(next_control(&control, &endings).await) },
                     )
                     .await
                 }
             };
             match event {
                 Event::Work => {
-                    // A full socket can hold this for as long as the viewer does not read;
-                    // meanwhile still obey `stop` (it releases the camera) and shutdown. The
-                    // frame in progress is finished, or the connection closed.
+                    // A full socket can hold this for as long as the viewer does not read
+                    // (up to the send timeout); meanwhile still obey `stop` (it releases the
+                    // camera) and the endings. The frame in progress is finished, or the
+                    // connection closed.
                     let work = seat.catch_up(&self.ctx);
                     futures_lite::pin!(work);
                     let outcome = loop {
-                        let interrupt = next_control(&control, &self.ctx.shutdown);
+                        let interrupt = next_control(&control, &endings);
                         let step =
                             future::or(async { Ok(work.as_mut().await) }, async { Err(interrupt.await) });
                         match step.await {
@@ -291,6 +324,15 @@ impl WebSocketSink {
                     if !self.ctx.is_enabled() {
                         break Some((CloseCode::Policy, "live view is off in this mode"));
                     }
+                    if slot.is_none() {
+                        let Some(taken) = self.ctx.viewer() else {
+                            self.refused();
+                            break Some((CloseCode::Again, TOO_MANY_VIEWERS));
+                        };
+                        info!(viewers = taken.total(), "viewer started watching");
+                        slot = Some(taken);
+                        endings.start_by = None;
+                    }
                     debug!("start");
                     self.fanout.join(&seat);
                     watching = true;
@@ -304,7 +346,6 @@ impl WebSocketSink {
                 Event::Control(Control::Closed(close)) => break close,
             }
         };
-        drop(reader);
         if watching {
             self.fanout.leave(&seat);
         }
@@ -319,11 +360,30 @@ impl WebSocketSink {
             None
         })
         .await;
+        drop(reader);
+        let watched = slot.is_some();
         drop(slot);
-        info!(viewers = self.ctx.viewers.load(Ordering::Relaxed), "viewer left");
-        let _ = peer;
+        if watched {
+            info!(viewers = self.ctx.viewers.load(Ordering::Relaxed), "viewer left");
+        } else {
+            debug!("connection closed without watching");
+        }
+    }
+
+    /// Logs (at most every 30 s) that a viewer was turned away.
+    fn refused(&self) {
+        if let Some(suppressed) = self.refusals.lock().map_or(None, |mut r| r.allow()) {
+            tracing::warn!(
+                max = self.ctx.max_viewers,
+                suppressed,
+                "viewer refused: too many viewers"
+            );
+        }
     }
 }
+
+/// What a viewer beyond `max_viewers` is told.
+const TOO_MANY_VIEWERS: &str = "too many viewers; try again later";
 
 #[cfg(test)]
 mod tests {

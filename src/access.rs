@@ -1,14 +1,23 @@
-//! The HTTP side of access control: who may reach which route, cross-origin refusals, and
+//! The HTTP side of access control: who may reach which route, cross-site refusals, and
 //! the login and logout endpoints. [`crate::auth`] knows users and sessions; this module
-//! applies them to requests, both tide's and the WebSocket upgrades routed before tide.
+//! applies them to requests, both tide's and the WebSocket upgrades the engine answers.
+//!
+//! Cross-site protection holds with or without `[auth]`: a request that changes state
+//! must come from a page of this daemon's own origin (scheme, host and port) or of the
+//! configured `cors_origin`. Browsers say where a request comes from in `Origin` (or, for
+//! some, only in `Referer`); a request with neither is not a browser's and passes, so curl
+//! and scripts keep working.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 use tide::{Request, Response, StatusCode};
 
-use crate::auth::{Auth, COOKIE, Identity, Role};
+use crate::auth::{Auth, COOKIE, Denied, Identity, Role};
 use crate::http::{AppState, json_response};
+use crate::shutdown::Ending;
 
 /// Routes anyone may reach: monitoring, and what the login page itself needs.
 const PUBLIC: [&str; 5] = [
@@ -24,7 +33,7 @@ const BASIC_CHALLENGE: &str = "Basic realm=\"Croissant\", charset=\"UTF-8\"";
 const PAGES: [&str; 3] = ["", "stream", "recordings"];
 
 /// What a WebSocket upgrade carries that access control looks at.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UpgradeHeads {
     /// `Cookie`
     pub cookie: Option<String>,
@@ -34,46 +43,98 @@ pub struct UpgradeHeads {
     pub origin: Option<String>,
     /// `Host`
     pub host: Option<String>,
+    /// `X-Forwarded-Proto`, from a TLS proxy in front.
+    pub forwarded_proto: Option<String>,
+    /// Who is asking.
+    pub client: IpAddr,
 }
 
-/// Checks every request: origin for state changes, then identity when `[auth]` is on.
+/// Checks every request: where it comes from for state changes, then identity when
+/// `[auth]` is on.
 #[derive(Clone)]
 pub struct Guard {
     /// `None` when everyone may do everything.
     pub auth: Option<Arc<Auth>>,
-    /// `[server] cors_origin`: another origin allowed to post.
+    /// `[server] cors_origin`: `*` lets any page read; a single origin may also post.
     pub cors_origin: String,
 }
 
-/// A refused WebSocket upgrade: the status code, the message, and the `WWW-Authenticate`
-/// challenge to send with it, if any.
-pub type Refusal = (u16, &'static str, Option<&'static str>);
+/// A refused WebSocket upgrade: status, message, and headers to send with it.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The HTTP status.
+    pub status: u16,
+    /// Said in the JSON body.
+    pub error: &'static str,
+    /// Such as `WWW-Authenticate` or `Retry-After`.
+    pub headers: Vec<(&'static str, String)>,
+}
 
 impl Guard {
-    /// Whether a browser request from `origin` may change state here. Requests without an
-    /// `Origin` (curl, scripts, old clients) are not cross-site requests and pass.
-    fn origin_allowed(&self, origin: Option<&str>, host: Option<&str>) -> bool {
-        let Some(origin) = origin else { return true };
-        if host.is_some_and(|host| hostname(origin_authority(origin)) == hostname(host)) {
+    /// Whether a request that claims to come from `origin` (or, without one, from the page
+    /// in `referer`) may act here, reaching us at `host` over `https` or not.
+    fn same_site(
+        &self,
+        origin: Option<&str>,
+        referer: Option<&str>,
+        host: Option<&str>,
+        https: bool,
+    ) -> bool {
+        let source = match (origin, referer) {
+            (Some(origin), _) => origin.trim().to_owned(),
+            (None, Some(referer)) => match referer_origin(referer) {
+                Some(origin) => origin,
+                None => return false,
+            },
+            // Not a browser: curl, scripts, the original server's clients.
+            (None, None) => return true,
+        };
+        let configured = !self.cors_origin.is_empty() && self.cors_origin != "*";
+        if configured && same_origin(&source, &self.cors_origin) {
             return true;
         }
-        // "*" kept the original server's open posting; with logins it no longer applies.
-        origin == self.cors_origin || (self.cors_origin == "*" && self.auth.is_none())
+        let Some(host) = host else { return false };
+        let own = format!("{}://{}", if https { "https" } else { "http" }, host.trim());
+        same_origin(&source, &own)
     }
 
-    /// Checks a WebSocket upgrade. Without `[auth]` anyone may watch from anywhere, as
-    /// before; with it, the viewer must be logged in and the page must be ours.
-    pub async fn upgrade(&self, heads: &UpgradeHeads) -> Result<(), Refusal> {
-        let Some(auth) = &self.auth else { return Ok(()) };
-        if !self.origin_allowed(heads.origin.as_deref(), heads.host.as_deref()) {
-            return Err((403, "Cross-origin request refused", None));
+    /// Checks a WebSocket upgrade. Without `[auth]`, pages of any site may watch while
+    /// `cors_origin = "*"` lets them read everything else too; otherwise the page must be
+    /// ours (or the configured origin), and with `[auth]` the viewer logged in. On success,
+    /// when the viewer's session ends, if it has one.
+    pub async fn upgrade(&self, heads: &UpgradeHeads) -> Result<Option<Ending>, Refusal> {
+        let https = heads
+            .forwarded_proto
+            .as_deref()
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+        let open_reads = self.cors_origin == "*" && self.auth.is_none();
+        if !open_reads && !self.same_site(heads.origin.as_deref(), None, heads.host.as_deref(), https) {
+            return Err(Refusal {
+                status: 403,
+                error: "Cross-origin request refused",
+                headers: Vec::new(),
+            });
         }
+        let Some(auth) = &self.auth else { return Ok(None) };
         match auth
-            .identify(heads.cookie.as_deref(), heads.authorization.as_deref())
+            .identify(
+                heads.cookie.as_deref(),
+                heads.authorization.as_deref(),
+                heads.client,
+            )
             .await
         {
-            Some(_) => Ok(()),
-            None => Err((401, "Login required", Some(BASIC_CHALLENGE))),
+            Ok(Some((_, ending))) => Ok(ending),
+            Ok(None) => Err(Refusal {
+                status: 401,
+                error: "Login required",
+                headers: vec![("WWW-Authenticate", BASIC_CHALLENGE.to_owned())],
+            }),
+            Err(wait) => Err(Refusal {
+                status: 429,
+                error: "Too many failed logins; try again later",
+                headers: vec![("Retry-After", retry_after(wait))],
+            }),
         }
     }
 }
@@ -85,14 +146,26 @@ impl tide::Middleware<AppState> for Guard {
             req.method(),
             tide::http::Method::Get | tide::http::Method::Head | tide::http::Method::Options
         );
-        let header = |req: &Request<AppState>, name: &str| req.header(name).map(|v| v.as_str().to_owned());
-        if changes_state
-            && !self.origin_allowed(header(&req, "Origin").as_deref(), header(&req, "Host").as_deref())
-        {
-            return json_response(
-                StatusCode::Forbidden,
-                &json!({ "error": "Cross-origin request refused" }),
-            );
+        let header =
+            |req: &Request<AppState>, name: &str| req.header(name).map(|v| v.last().as_str().to_owned());
+        if changes_state {
+            let https =
+                header(&req, "X-Forwarded-Proto").is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+            // Two Origin headers are no browser's doing.
+            let origins = req.header("Origin").map_or(0, |values| values.iter().count());
+            let allowed = origins <= 1
+                && self.same_site(
+                    header(&req, "Origin").as_deref(),
+                    header(&req, "Referer").as_deref(),
+                    header(&req, "Host").as_deref(),
+                    https,
+                );
+            if !allowed {
+                return json_response(
+                    StatusCode::Forbidden,
+                    &json!({ "error": "Cross-origin request refused" }),
+                );
+            }
         }
         let Some(auth) = &self.auth else {
             return Ok(next.run(req).await);
@@ -101,14 +174,17 @@ impl tide::Middleware<AppState> for Guard {
         if PUBLIC.contains(&path.as_str()) || req.method() == tide::http::Method::Options {
             return Ok(next.run(req).await);
         }
-        let identity = auth
+        let identified = auth
             .identify(
                 header(&req, "Cookie").as_deref(),
                 header(&req, "Authorization").as_deref(),
+                client_address(&req),
             )
             .await;
-        let Some(identity) = identity else {
-            return Ok(unauthenticated(&req, &path));
+        let (identity, ending) = match identified {
+            Ok(Some(found)) => found,
+            Ok(None) => return Ok(unauthenticated(&req, &path)),
+            Err(wait) => return Ok(too_many_attempts(&req, wait)),
         };
         if changes_state && path == "/settings" && identity.role < Role::Admin {
             return json_response(
@@ -117,38 +193,74 @@ impl tide::Middleware<AppState> for Guard {
             );
         }
         req.set_ext(identity);
+        if let Some(ending) = ending {
+            req.set_ext(ending);
+        }
         Ok(next.run(req).await)
     }
+}
+
+/// The client's address, as the engine saw it.
+pub fn client_address(req: &Request<AppState>) -> IpAddr {
+    req.peer_addr()
+        .and_then(|peer| peer.parse::<std::net::SocketAddr>().ok())
+        .map_or(IpAddr::from([0, 0, 0, 0]), |peer| peer.ip())
 }
 
 /// A page navigation goes to the login page; anything else gets 401, with a Basic
 /// challenge for tools (VLC, Home Assistant, curl) but not for our own pages' scripts,
 /// where it would pop up the browser's password dialog.
 fn unauthenticated(req: &Request<AppState>, path: &str) -> Response {
-    let fetch_mode = req.header("Sec-Fetch-Mode").map(|v| v.as_str().to_owned());
-    let wants_html = req
-        .header("Accept")
-        .is_some_and(|accept| accept.as_str().contains("text/html"));
-    let navigation = fetch_mode.as_deref() == Some("navigate") || (fetch_mode.is_none() && wants_html);
-    if navigation && req.method() == tide::http::Method::Get {
+    if is_navigation(req) && req.method() == tide::http::Method::Get {
         let page = path.trim_start_matches('/');
         let location = if PAGES.contains(&page) && !page.is_empty() {
             format!("login?next={page}")
         } else {
             "login".to_owned()
         };
-        let mut res = Response::new(StatusCode::SeeOther);
-        res.insert_header("Location", location);
-        res.insert_header("Cache-Control", "no-store");
-        return res;
+        return redirect(&location);
     }
     let mut res = Response::new(StatusCode::Unauthorized);
     res.set_body(json!({ "error": "Login required" }));
     res.insert_header("Cache-Control", "no-store");
+    let fetch_mode = req.header("Sec-Fetch-Mode").map(|v| v.as_str().to_owned());
     if !matches!(fetch_mode.as_deref(), Some("cors" | "same-origin")) {
         res.insert_header("WWW-Authenticate", BASIC_CHALLENGE);
     }
     res
+}
+
+/// Whether a browser is loading a page (rather than a script fetching data).
+fn is_navigation(req: &Request<AppState>) -> bool {
+    let fetch_mode = req.header("Sec-Fetch-Mode").map(|v| v.as_str().to_owned());
+    let wants_html = req
+        .header("Accept")
+        .is_some_and(|accept| accept.as_str().contains("text/html"));
+    fetch_mode.as_deref() == Some("navigate") || (fetch_mode.is_none() && wants_html)
+}
+
+/// 429: this client (or this user) tried too many passwords; when to try again.
+fn too_many_attempts(req: &Request<AppState>, wait: Duration) -> Response {
+    let mut res = Response::new(StatusCode::TooManyRequests);
+    let seconds = retry_after(wait);
+    if is_navigation(req) || req.method() == tide::http::Method::Post {
+        res.set_body(format!(
+            "<!doctype html><meta charset=\"utf-8\"><title>Too many attempts</title>\
+             <p>Too many failed logins from your address. Try again in {seconds} s. \
+             <a href=\"login\">Back to the login page</a></p>"
+        ));
+        res.insert_header("Content-Type", "text/html; charset=utf-8");
+    } else {
+        res.set_body(json!({ "error": "Too many failed logins; try again later" }));
+    }
+    res.insert_header("Retry-After", seconds);
+    res.insert_header("Cache-Control", "no-store");
+    res
+}
+
+/// Whole seconds, rounded up, for `Retry-After`.
+fn retry_after(wait: Duration) -> String {
+    wait.as_secs_f64().ceil().max(1.0).to_string()
 }
 
 /// `POST /login` from the login form: on success a session cookie and a redirect to the
@@ -167,15 +279,22 @@ pub async fn login(mut req: Request<AppState>) -> tide::Result {
     let next = Some(field("next"))
         .filter(|page| PAGES.contains(&page.as_str()))
         .unwrap_or_default();
-    let Some((token, identity)) = auth.login(&field("user"), &field("password")).await else {
-        let back = if next.is_empty() {
-            "login?failed=1".to_owned()
-        } else {
-            format!("login?failed=1&next={next}")
-        };
-        return Ok(redirect(&back));
+    let (token, identity) = match auth
+        .login(&field("user"), &field("password"), client_address(&req))
+        .await
+    {
+        Ok(session) => session,
+        Err(Denied::Throttled(wait)) => return Ok(too_many_attempts(&req, wait)),
+        Err(Denied::Wrong) => {
+            let back = if next.is_empty() {
+                "login?failed=1".to_owned()
+            } else {
+                format!("login?failed=1&next={next}")
+            };
+            return Ok(redirect(&back));
+        }
     };
-    tracing::info!(user = %identity.name, role = ?identity.role, "logged in");
+    tracing::info!(user = %identity.name, role = ?identity.role, client = %client_address(&req), "logged in");
     let mut res = redirect(&format!("./{next}"));
     let secure = req
         .header("X-Forwarded-Proto")
@@ -191,7 +310,8 @@ pub async fn login(mut req: Request<AppState>) -> tide::Result {
     Ok(res)
 }
 
-/// `POST /logout`: ends the session and clears the cookie.
+/// `POST /logout`: ends the session, and every stream opened with it, and clears the
+/// cookie.
 pub async fn logout(req: Request<AppState>) -> tide::Result {
     if let Some(auth) = &req.state().auth {
         auth.logout(req.header("Cookie").map(|v| v.as_str()));
@@ -211,19 +331,55 @@ fn redirect(location: &str) -> Response {
     res
 }
 
-/// `host[:port]` of an origin such as `https://cam.example.org:8443`.
-fn origin_authority(origin: &str) -> &str {
-    origin.split_once("://").map_or(origin, |(_, rest)| rest)
+/// Whether two origins (`scheme://host[:port]`) are the same: scheme and host compared
+/// without case, a missing port taken as the scheme's default.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (parse_origin(a), parse_origin(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
 }
 
-/// The host name of `host[:port]` (IPv6 in brackets), lowercased for comparison.
-fn hostname(authority: &str) -> String {
-    let host = if let Some(rest) = authority.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        authority.split(':').next().unwrap_or(authority)
+/// `(scheme, host, port)` of `scheme://host[:port]`; `None` for `null` or anything else.
+fn parse_origin(origin: &str) -> Option<(String, String, u16)> {
+    let (scheme, authority) = origin.trim().split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" | "ws" => 80,
+        "https" | "wss" => 443,
+        _ => return None,
     };
-    host.to_ascii_lowercase()
+    let authority = authority.strip_suffix('/').unwrap_or(authority);
+    if authority.is_empty() || authority.contains(['/', '@', '?', '#']) {
+        return None;
+    }
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        (format!("[{host}]"), after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host.to_owned(), Some(port)),
+            None => (authority.to_owned(), None),
+        }
+    };
+    let port = match port {
+        Some(port) => port.parse().ok()?,
+        None => default_port,
+    };
+    // Browsers compare schemes as the page's: a WebSocket page origin is never ws://.
+    let scheme = match scheme.as_str() {
+        "ws" => "http".to_owned(),
+        "wss" => "https".to_owned(),
+        _ => scheme,
+    };
+    Some((scheme, host.to_ascii_lowercase(), port))
+}
+
+/// The origin of the page a `Referer` names.
+fn referer_origin(referer: &str) -> Option<String> {
+    let (scheme, rest) = referer.trim().split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    Some(format!("{scheme}://{authority}"))
 }
 
 /// The identity a handler runs for, when `[auth]` is on.
@@ -231,43 +387,57 @@ pub fn identity(req: &Request<AppState>) -> Option<Identity> {
     req.ext::<Identity>().cloned()
 }
 
+/// When the session a request came with ends (logout, expiry), if it came with one.
+pub fn session_ending(req: &Request<AppState>) -> Option<Ending> {
+    req.ext::<Ending>().cloned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn guard(cors: &str, auth: bool) -> Guard {
-        let auth = auth.then(|| {
-            let hash = crate::auth::hash_password("x").expect("hash");
-            let config = toml::from_str(&format!(
-                "[users.a]\nrole = \"admin\"\npassword_hash = \"{hash}\""
-            ))
-            .expect("auth config");
-            Arc::new(Auth::new(config))
-        });
+    fn guard(cors: &str) -> Guard {
         Guard {
-            auth,
+            auth: None,
             cors_origin: cors.into(),
         }
     }
 
     #[test]
-    fn origins_are_compared_by_host_name() {
-        let open = guard("*", false);
-        assert!(open.origin_allowed(None, Some("pi:8080")));
-        assert!(
-            open.origin_allowed(Some("http://evil.example"), Some("pi:8080")),
-            "as before"
-        );
-        let locked = guard("*", true);
-        assert!(locked.origin_allowed(Some("http://PI:8080"), Some("pi:8080")));
-        assert!(locked.origin_allowed(Some("https://[::1]:8443"), Some("[::1]:8080")));
-        assert!(!locked.origin_allowed(Some("http://evil.example"), Some("pi:8080")));
-        assert!(!locked.origin_allowed(Some("null"), Some("pi:8080")));
-        let partner = guard("https://dash.example", true);
-        assert!(partner.origin_allowed(Some("https://dash.example"), Some("pi:8080")));
-        assert!(!partner.origin_allowed(Some("https://evil.example"), Some("pi:8080")));
-        assert!(
-            !guard("https://dash.example", false).origin_allowed(Some("https://evil.example"), Some("pi"))
-        );
+    fn only_pages_of_our_own_origin_or_the_configured_one_may_act() {
+        let open = guard("*");
+        let host = Some("pi:8080");
+        assert!(open.same_site(None, None, host, false), "not a browser");
+        assert!(open.same_site(Some("http://PI:8080"), None, host, false));
+        assert!(open.same_site(None, Some("http://pi:8080/stream?x=1"), host, false));
+        for other in [
+            "http://evil.example",
+            "null",
+            "http://pi:9999",
+            "https://pi:8080",
+            "http://pi:8080.evil.com",
+            "http://pi",
+        ] {
+            assert!(!open.same_site(Some(other), None, host, false), "{other}");
+        }
+        assert!(!open.same_site(None, Some("http://evil.example/page"), host, false));
+        // Behind a TLS proxy on the default port.
+        assert!(open.same_site(
+            Some("https://cam.example.org"),
+            None,
+            Some("cam.example.org"),
+            true
+        ));
+        assert!(!open.same_site(
+            Some("http://cam.example.org"),
+            None,
+            Some("cam.example.org"),
+            true
+        ));
+        assert!(open.same_site(Some("http://[::1]:8080"), None, Some("[::1]:8080"), false));
+        let partner = guard("https://dash.example");
+        assert!(partner.same_site(Some("https://dash.example"), None, host, false));
+        assert!(partner.same_site(Some("https://dash.example:443"), None, host, false));
+        assert!(!partner.same_site(Some("https://evil.example"), None, host, false));
     }
 }

@@ -11,14 +11,26 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use std::net::IpAddr;
+
+use argon2::password_hash::PasswordHasher;
 use argon2::{Argon2, password_hash::phc::PasswordHash};
 use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::passwords::Checker;
+use crate::shutdown::{Ending, Signal, Trigger};
+use crate::throttle::Throttle;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "croissant_session";
 /// Sessions kept at most; the oldest goes first beyond this, so logins cannot grow memory.
 const MAX_SESSIONS: usize = 1024;
+/// Sessions one user may hold; beyond it their own oldest goes.
+const MAX_SESSIONS_PER_USER: usize = 32;
+/// Password checks one client address may have at once before it is held to one a second.
+const CLIENT_BURST: u32 = 5;
+/// Failed checks for one user (from anywhere) before they are held to one a second.
+const USER_BURST: u32 = 10;
 /// Remembered Basic credentials at most, and for how long.
 const MAX_BASIC: usize = 64;
 const BASIC_TTL: Duration = Duration::from_secs(300);
@@ -118,18 +130,40 @@ pub struct Identity {
 struct Session {
     identity: Identity,
     expires: Instant,
+    /// Fired at logout (or when the session is pushed out), ending its streams.
+    end: Trigger,
+    ended: Signal,
 }
+
+/// Why a login or a credential was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// Wrong name or password.
+    Wrong,
+    /// Too many checks from this address or for this user; try again after this long.
+    Throttled(Duration),
+}
+
+/// Who sent a request, and, for a login session, when what it opened must stop.
+pub type Verified = (Identity, Option<Ending>);
 
 /// The users, their sessions, and the verified Basic credentials.
 pub struct Auth {
     config: AuthConfig,
     sessions: Mutex<HashMap<String, Session>>,
     basic: Mutex<HashMap<String, (Identity, Instant)>>,
-    /// Argon2 needs ~19 MB and tens of milliseconds per check: two at a time at most.
-    hashing: smol::lock::Semaphore,
-    /// Compared against for unknown users, so their failures take as long as wrong passwords.
-    decoy: String,
+    /// Password checks: one at a time, in one reusable block of memory.
+    checker: Checker,
+    /// Checks per client address: a few at once, then one a second.
+    clients: Throttle<IpAddr>,
+    /// Failed checks per configured user, however many addresses they come from.
+    users: Throttle<String>,
 }
+
+/// Checked against for unknown users, so their failures take as long as wrong passwords.
+/// (The hash of a random password nobody knows, with `hash-password`'s parameters.)
+const DECOY: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$8gSDovlim0H5pHibZ3j6YQ$T6UQQ7cPily9PGA10Irr2WKYe+1Hlz5ydWZptm3hEHM";
 
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -140,16 +174,25 @@ impl fmt::Debug for Auth {
 }
 
 impl Auth {
-    /// Ready to check requests against `config`.
-    pub fn new(config: AuthConfig) -> Auth {
-        let decoy = hash_password("decoy").unwrap_or_default();
-        Auth {
+    /// Ready to check requests against `config`; starts the password-checking thread.
+    pub fn new(config: AuthConfig) -> Result<Auth, String> {
+        let max_m_cost = config
+            .users
+            .values()
+            .filter_map(|user| crate::passwords::memory_cost(&user.password_hash))
+            .chain(crate::passwords::memory_cost(DECOY))
+            .max()
+            .unwrap_or(0);
+        let checker = Checker::start(max_m_cost)
+            .map_err(|e| format!("cannot start the password-checking thread: {e}"))?;
+        Ok(Auth {
             config,
             sessions: Mutex::new(HashMap::new()),
             basic: Mutex::new(HashMap::new()),
-            hashing: smol::lock::Semaphore::new(2),
-            decoy,
-        }
+            checker,
+            clients: Throttle::new(CLIENT_BURST, 1.0),
+            users: Throttle::new(USER_BURST, 1.0),
+        })
     }
 
     /// How long a new session lasts.
@@ -157,94 +200,154 @@ impl Auth {
         Duration::from_secs(self.config.session_hours as u64 * 3600)
     }
 
-    /// Checks a name and password; on success, a new session token for the cookie.
-    pub async fn login(&self, name: &str, password: &str) -> Option<(String, Identity)> {
-        let identity = self.verify(name, password).await?;
-        let token = new_token()?;
+    /// Checks a name and password from `client`; on success, a new session token for the
+    /// cookie.
+    pub async fn login(
+        &self,
+        name: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<(String, Identity), Denied> {
+        let identity = self.verify(name, password, client).await?;
+        let token = new_token().ok_or(Denied::Wrong)?;
         let mut sessions = lock(&self.sessions);
         let now = Instant::now();
         sessions.retain(|_, s| s.expires > now);
-        if sessions.len() >= MAX_SESSIONS
+        // A user's own oldest session makes room first, so no one (a viewer logging in over
+        // and over) can push everyone else out.
+        let theirs = sessions
+            .values()
+            .filter(|s| s.identity.name == identity.name)
+            .count();
+        let full = sessions.len() >= MAX_SESSIONS || theirs >= MAX_SESSIONS_PER_USER;
+        if full
             && let Some(oldest) = sessions
                 .iter()
+                .filter(|(_, s)| theirs < MAX_SESSIONS_PER_USER || s.identity.name == identity.name)
                 .min_by_key(|(_, s)| s.expires)
                 .map(|(t, _)| t.clone())
+            && let Some(pushed_out) = sessions.remove(&oldest)
         {
-            sessions.remove(&oldest);
+            pushed_out.end.fire();
         }
+        let (end, ended) = crate::shutdown::signal();
         sessions.insert(
             token.clone(),
             Session {
                 identity: identity.clone(),
                 expires: now + self.session_lifetime(),
+                end,
+                ended,
             },
         );
-        Some((token, identity))
+        Ok((token, identity))
     }
 
-    /// Ends the session in `cookie_header`, if any.
+    /// Ends the session in `cookie_header`, if any, and every stream opened with it.
     pub fn logout(&self, cookie_header: Option<&str>) {
-        if let Some(token) = cookie_header.and_then(session_token) {
-            lock(&self.sessions).remove(token);
+        if let Some(token) = cookie_header.and_then(session_token)
+            && let Some(session) = lock(&self.sessions).remove(token)
+        {
+            session.end.fire();
         }
     }
 
-    /// Who sent a request with these `Cookie` and `Authorization` headers, if anyone valid.
-    pub async fn identify(&self, cookie: Option<&str>, authorization: Option<&str>) -> Option<Identity> {
+    /// Who sent a request from `client` with these `Cookie` and `Authorization` headers:
+    /// `Ok(None)` when nobody valid, `Err` when the client must wait before its
+    /// credentials are checked again.
+    pub async fn identify(
+        &self,
+        cookie: Option<&str>,
+        authorization: Option<&str>,
+        client: IpAddr,
+    ) -> Result<Option<Verified>, Duration> {
         if let Some(token) = cookie.and_then(session_token) {
             let sessions = lock(&self.sessions);
             if let Some(session) = sessions.get(token).filter(|s| s.expires > Instant::now()) {
-                return Some(session.identity.clone());
+                let ending = Ending::new(session.ended.clone(), session.expires);
+                return Ok(Some((session.identity.clone(), Some(ending))));
             }
         }
-        let header = authorization?.trim();
-        let encoded = header
+        let Some(header) = authorization.map(str::trim) else {
+            return Ok(None);
+        };
+        let Some(encoded) = header
             .strip_prefix("Basic ")
-            .or_else(|| header.strip_prefix("basic "))?;
+            .or_else(|| header.strip_prefix("basic "))
+        else {
+            return Ok(None);
+        };
         if let Some((identity, at)) = lock(&self.basic).get(header)
             && at.elapsed() < BASIC_TTL
         {
-            return Some(identity.clone());
+            return Ok(Some((identity.clone(), None)));
         }
-        let decoded = decode_base64(encoded.trim())?;
-        let text = String::from_utf8(decoded).ok()?;
-        let (name, password) = text.split_once(':')?;
-        let identity = self.verify(name, password).await?;
+        let Some((name, password)) = decode_base64(encoded.trim())
+            .and_then(|decoded| String::from_utf8(decoded).ok())
+            .and_then(|text| text.split_once(':').map(|(n, p)| (n.to_owned(), p.to_owned())))
+        else {
+            return Ok(None);
+        };
+        let identity = match self.verify(&name, &password, client).await {
+            Ok(identity) => identity,
+            Err(Denied::Wrong) => return Ok(None),
+            Err(Denied::Throttled(wait)) => return Err(wait),
+        };
         let mut basic = lock(&self.basic);
         basic.retain(|_, (_, at)| at.elapsed() < BASIC_TTL);
         if basic.len() < MAX_BASIC {
             basic.insert(header.to_owned(), (identity.clone(), Instant::now()));
         }
-        Some(identity)
+        Ok(Some((identity, None)))
     }
 
-    async fn verify(&self, name: &str, password: &str) -> Option<Identity> {
-        let started = Instant::now();
+    async fn verify(&self, name: &str, password: &str, client: IpAddr) -> Result<Identity, Denied> {
+        let shown_name: String = name.chars().take(64).collect();
         let user = self.config.users.get(name);
-        let hash = user.map_or_else(|| self.decoy.clone(), |u| u.password_hash.clone());
-        let password = password.to_owned();
-        let matches = {
-            let _permit = self.hashing.acquire().await;
-            smol::unblock(move || {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), hash.as_str())
-                    .is_ok()
-            })
-            .await
+        self.clients
+            .take(&client)
+            .map_err(|wait| self.throttled(client, &shown_name, wait))?;
+        if user.is_some() {
+            self.users
+                .take(&name.to_owned())
+                .map_err(|wait| self.throttled(client, &shown_name, wait))?;
+        }
+        let started = Instant::now();
+        let hash = user.map_or(DECOY, |u| u.password_hash.as_str());
+        let matches = match self.checker.check(password, hash).await {
+            Ok(matches) => matches,
+            Err(crate::passwords::Busy::Queue) => {
+                if user.is_some() {
+                    self.users.give_back(&name.to_owned());
+                }
+                return Err(self.throttled(client, &shown_name, Duration::from_secs(1)));
+            }
         };
         match user {
-            Some(user) if matches => Some(Identity {
-                name: name.to_owned(),
-                role: user.role,
-            }),
+            Some(user) if matches => {
+                // Only failures count against a user: the right password is never slowed
+                // by what others try.
+                self.users.give_back(&name.to_owned());
+                Ok(Identity {
+                    name: name.to_owned(),
+                    role: user.role,
+                })
+            }
             _ => {
                 if let Some(rest) = FAILURE_DELAY.checked_sub(started.elapsed()) {
                     smol::Timer::after(rest).await;
                 }
-                tracing::warn!(user = %name.chars().take(64).collect::<String>(), "failed login");
-                None
+                // One line per failed check, in a shape fail2ban matches (see
+                // packaging/fail2ban/).
+                tracing::warn!(client = %client, user = %shown_name, "login failed");
+                Err(Denied::Wrong)
             }
         }
+    }
+
+    fn throttled(&self, client: IpAddr, user: &str, wait: Duration) -> Denied {
+        tracing::debug!(client = %client, user = %user, retry_in_ms = wait.as_millis() as u64, "login throttled");
+        Denied::Throttled(wait)
     }
 }
 
@@ -288,34 +391,82 @@ mod tests {
             "[users.ada]\nrole = \"admin\"\npassword_hash = \"{hash}\"\n[users.vic]\nrole = \"viewer\"\npassword_hash = \"{hash}\"\n"
         ))
         .expect("config");
-        Auth::new(config)
+        Auth::new(config).expect("auth")
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
     }
 
     #[test]
     fn sessions_and_basic_identify_users_and_nothing_else_does() {
         let auth = auth();
         smol::block_on(async {
-            let (token, who) = auth.login("ada", "s3cret").await.expect("login");
+            let (token, who) = auth.login("ada", "s3cret", ip(1)).await.expect("login");
             assert_eq!(who.role, Role::Admin);
             let cookie = format!("other=1; {COOKIE}={token}");
-            assert_eq!(auth.identify(Some(&cookie), None).await, Some(who));
-            assert!(auth.login("ada", "wrong").await.is_none());
-            assert!(auth.login("nobody", "s3cret").await.is_none());
-            assert!(
-                auth.identify(Some(&format!("{COOKIE}=forged")), None)
-                    .await
-                    .is_none()
-            );
-            // "vic:s3cret", "vic:nope", and garbage.
-            let vic = auth
-                .identify(None, Some("Basic dmljOnMzY3JldA=="))
+            let (found, ending) = auth
+                .identify(Some(&cookie), None, ip(1))
                 .await
+                .expect("not throttled")
+                .expect("a session");
+            assert_eq!(found, who);
+            let ending = ending.expect("a session ends");
+            assert_eq!(auth.login("ada", "wrong", ip(1)).await.err(), Some(Denied::Wrong));
+            assert_eq!(
+                auth.login("nobody", "s3cret", ip(1)).await.err(),
+                Some(Denied::Wrong)
+            );
+            let forged = auth
+                .identify(Some(&format!("{COOKIE}=forged")), None, ip(1))
+                .await;
+            assert!(matches!(forged, Ok(None)));
+            // "vic:s3cret", "vic:nope", and garbage.
+            let (vic, _) = auth
+                .identify(None, Some("Basic dmljOnMzY3JldA=="), ip(2))
+                .await
+                .expect("not throttled")
                 .expect("basic");
             assert_eq!(vic.role, Role::Viewer);
-            assert!(auth.identify(None, Some("Basic dmljOm5vcGU=")).await.is_none());
-            assert!(auth.identify(None, Some("Basic %%%")).await.is_none());
+            assert!(matches!(
+                auth.identify(None, Some("Basic dmljOm5vcGU="), ip(2)).await,
+                Ok(None)
+            ));
+            assert!(matches!(
+                auth.identify(None, Some("Basic %%%"), ip(2)).await,
+                Ok(None)
+            ));
+            assert!(!ending.ended());
             auth.logout(Some(&cookie));
-            assert!(auth.identify(Some(&cookie), None).await.is_none());
+            assert!(ending.ended(), "logging out ends what the session opened");
+            assert!(matches!(
+                auth.identify(Some(&cookie), None, ip(1)).await,
+                Ok(None)
+            ));
+        });
+    }
+
+    #[test]
+    fn guessing_is_throttled_per_address_and_the_right_password_still_works() {
+        let auth = std::sync::Arc::new(auth());
+        smol::block_on(async {
+            let guesses: Vec<_> = (0..(CLIENT_BURST + 3))
+                .map(|_| {
+                    let auth = auth.clone();
+                    smol::spawn(async move { auth.login("ada", "guess", ip(9)).await })
+                })
+                .collect();
+            let mut throttled = 0;
+            for guess in guesses {
+                if let Err(Denied::Throttled(_)) = guess.await {
+                    throttled += 1;
+                }
+            }
+            assert_eq!(throttled, 3, "a burst, then refused");
+            assert!(
+                auth.login("ada", "s3cret", ip(10)).await.is_ok(),
+                "from elsewhere"
+            );
         });
     }
 

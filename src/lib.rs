@@ -34,10 +34,12 @@ pub mod http;
 pub mod metrics;
 pub mod mode;
 pub mod net;
+pub mod passwords;
 pub mod ratelimit;
 pub mod recordings;
 mod replays;
 pub mod runtime;
+pub mod secrets;
 pub mod shutdown;
 #[path = "../sinks/mod.rs"]
 pub mod sinks;
@@ -47,6 +49,7 @@ pub mod staging;
 pub mod state;
 pub mod stderr;
 pub mod testpattern;
+pub mod throttle;
 pub mod turns;
 mod web;
 
@@ -77,6 +80,9 @@ pub enum Error {
     /// A sink could not be built from its config.
     #[error("{0}")]
     Sink(String),
+    /// `[auth]` could not be set up.
+    #[error("{0}")]
+    Auth(String),
 }
 
 /// Runs the daemon until SIGINT or SIGTERM, then shuts down cleanly.
@@ -136,7 +142,10 @@ async fn daemon(config: Config) -> Result<(), Error> {
         viewers,
         metrics,
         exporter,
-        auth: config.auth.clone().map(|users| Arc::new(auth::Auth::new(users))),
+        auth: match config.auth.clone() {
+            Some(users) => Some(Arc::new(auth::Auth::new(users).map_err(Error::Auth)?)),
+            None => None,
+        },
         admission: admission.clone(),
     });
     modes.sinks_routes(&mut routes).await;

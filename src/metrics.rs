@@ -46,17 +46,27 @@ pub struct SinkStats {
     pub up: AtomicBool,
     /// Why the sink cannot do its work right now (ffmpeg cannot start, keeps dying, or
     /// cannot reach its server); `None` while it works.
-    problem: Mutex<Option<String>>,
+    problem: Mutex<Option<Problem>>,
+}
+
+/// Why a sink cannot work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// In the daemon's own words (shown on the public `/health`).
+    pub reason: String,
+    /// What the failing program said (its stderr, secrets masked), for the log and the
+    /// authenticated `/api/status` only.
+    pub detail: String,
 }
 
 impl SinkStats {
     /// Says why the sink cannot work, or (`None`) that it works again.
-    pub fn set_problem(&self, problem: Option<String>) {
+    pub fn set_problem(&self, problem: Option<Problem>) {
         *lock(&self.problem) = problem;
     }
 
     /// Why the sink cannot work right now, if it is enabled and cannot.
-    pub fn problem(&self) -> Option<String> {
+    pub fn problem(&self) -> Option<Problem> {
         if !self.enabled.load(Ordering::Relaxed) {
             return None;
         }
@@ -128,8 +138,8 @@ impl Metrics {
         self.accept_errors.inc();
     }
 
-    /// The enabled sinks that cannot do their work, by name, with the reason.
-    pub fn problems(&self) -> Vec<(String, String)> {
+    /// The enabled sinks that cannot do their work, by name, with why.
+    pub fn problems(&self) -> Vec<(String, Problem)> {
         self.sinks()
             .into_iter()
             .filter_map(|(labels, stats)| stats.problem().map(|problem| (labels.sink, problem)))

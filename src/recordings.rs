@@ -164,7 +164,8 @@ impl Recordings {
             .filter_map(|entry| {
                 let name = entry.file_name().into_string().ok()?;
                 let stem = segment_stem(&name)?.to_owned();
-                let meta = entry.metadata().ok()?;
+                // Not followed: only real files are recordings (a symlink could point anywhere).
+                let meta = entry.metadata().ok().filter(|m| m.is_file())?;
                 let start = stem_time(&stem)?;
                 let in_progress = self.is_open(&stem);
                 let end = if in_progress {

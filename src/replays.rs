@@ -103,7 +103,12 @@ async fn open(req: &Request<AppState>, path: PathBuf) -> Opened {
         return Opened::Busy;
     };
     let opened = smol::unblock(move || {
-        let file = std::fs::File::open(path)?;
+        // A symlink placed among the recordings is not followed (it could point anywhere).
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
         let meta = file.metadata()?;
         Ok::<_, std::io::Error>((meta.is_file(), file, meta.len()))
     })

@@ -39,6 +39,34 @@ impl Signal {
     }
 }
 
+/// Something that ends on a signal or at a deadline, whichever comes first: a login
+/// session, which ends at logout or when it expires, and the streams opened with it.
+#[derive(Debug, Clone)]
+pub struct Ending {
+    signal: Signal,
+    at: std::time::Instant,
+}
+
+impl Ending {
+    /// Ends when `signal` fires or at `at`.
+    pub fn new(signal: Signal, at: std::time::Instant) -> Self {
+        Ending { signal, at }
+    }
+
+    /// Resolves once it has ended.
+    pub async fn wait(&self) {
+        futures_lite::future::or(self.signal.wait(), async {
+            smol::Timer::at(self.at).await;
+        })
+        .await
+    }
+
+    /// Whether it has ended.
+    pub fn ended(&self) -> bool {
+        self.signal.fired() || std::time::Instant::now() >= self.at
+    }
+}
+
 /// Races `work` against the signal: `None` if the signal has fired. The signal is looked at
 /// first, so work that is always ready (a full frame queue behind a slow encoder, a flood
 /// of connections) cannot keep it from being seen.

@@ -30,7 +30,7 @@ impl Tail {
 }
 
 /// Reads `stderr` until it closes, giving each non-empty line to `log` and keeping the last
-/// ones in `tail`.
+/// ones in `tail`, secrets masked (see [`crate::secrets`]).
 pub async fn follow(stderr: impl futures_lite::AsyncRead + Unpin, tail: Tail, mut log: impl FnMut(&str)) {
     let mut lines = futures_lite::io::BufReader::new(stderr).lines();
     while let Some(Ok(line)) = lines.next().await {
@@ -38,8 +38,10 @@ pub async fn follow(stderr: impl futures_lite::AsyncRead + Unpin, tail: Tail, mu
         if line.is_empty() {
             continue;
         }
-        log(line);
-        tail.push(line.to_owned());
+        // A camera or ffmpeg quotes its URL, credentials and keys included.
+        let line = crate::secrets::mask(line);
+        log(&line);
+        tail.push(line);
     }
 }
 

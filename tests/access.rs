@@ -242,7 +242,7 @@ fn logins_roles_sessions_and_basic_guard_every_route() {
     assert_eq!(status, 303);
     assert!(header(&headers, "set-cookie").is_some_and(|c| c.contains("Max-Age=0")));
     assert_eq!(request(port, "GET", "/api/status", &with_session, "").0, 401);
-    assert!(daemon.log_text().contains("failed login"));
+    assert!(daemon.log_text().contains("login failed"));
     assert!(!daemon.log_text().contains("vic-secret"));
 }
 
@@ -283,6 +283,8 @@ fn viewers_beyond_the_limit_are_turned_away_clearly() {
     first.frame();
     second.frame();
     let mut third = daemon.viewer("/");
+    // A connection is a viewer once it asks for frames.
+    third.send("start");
     match third.next() {
         Ok(tungstenite::Message::Close(Some(close))) => {
             assert_eq!(close.code, CloseCode::Again);

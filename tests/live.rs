@@ -218,7 +218,8 @@ type = "websocket"
     let mut viewer = daemon.viewer("/");
     viewer.send("start");
     daemon.wait_for("a failed start to be reported", Duration::from_secs(5), |d| {
-        d.health()["source"]["last_error"]
+        let status: serde_json::Value = serde_json::from_str(&d.get("/api/status").1).expect("status JSON");
+        status["source"]["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("/nonexistent/camera"))
     });

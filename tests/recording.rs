@@ -384,7 +384,7 @@ fn a_dying_ffmpeg_is_replaced_by_a_new_segment() {
     daemon.wait_for("health to say the recorder failed", Duration::from_secs(5), |d| {
         let health = d.health();
         health["status"] == "degraded"
-            && health["problems"][0]["error"]
+            && health["problems"][0]["reason"]
                 .as_str()
                 .is_some_and(|e| e.contains("ffmpeg died"))
     });

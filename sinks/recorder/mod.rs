@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::{BoxFuture, Resource, Sink, SinkConfig, SinkContext};
 use crate::bus::Policy;
-use crate::metrics::SinkStats;
+use crate::metrics::{Problem, SinkStats};
 use crate::mode::Mode;
 use crate::recordings::{Current, Recordings};
 use crate::shutdown::Signal;
@@ -178,7 +178,10 @@ impl Recorder {
                     Err(error) => {
                         let pause = backoff.next_delay();
                         warn!(%error, retry_in_ms = pause.as_millis() as u64, "cannot start ffmpeg for a segment");
-                        stats.set_problem(Some(format!("cannot start ffmpeg: {error}")));
+                        stats.set_problem(Some(Problem {
+                            reason: format!("cannot start ffmpeg: {error}"),
+                            detail: String::new(),
+                        }));
                         failing = true;
                         retry_at = Instant::now() + pause;
                         continue;
@@ -200,12 +203,10 @@ impl Recorder {
                 }
                 let pause = backoff.next_delay();
                 warn!(segment = %stem, %error, stderr = %tail, retry_in_ms = pause.as_millis() as u64, "ffmpeg died mid-segment; starting a new one");
-                let detail = if tail.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {tail}")
-                };
-                stats.set_problem(Some(format!("ffmpeg died mid-segment ({error}){detail}")));
+                stats.set_problem(Some(Problem {
+                    reason: format!("ffmpeg died mid-segment ({error})"),
+                    detail: tail.clone(),
+                }));
                 failing = true;
                 retry_at = Instant::now() + pause;
                 continue;

@@ -33,7 +33,7 @@ use tracing::{debug, warn};
 use super::admission::ConnectionPermit;
 use super::body::Outgoing;
 use super::socket::Socket;
-use super::{AppState, WsHandler, route_label};
+use super::{AppState, WsClient, WsHandler, route_label};
 use crate::access::{Guard, UpgradeHeads};
 use crate::metrics::Metrics;
 use crate::shutdown::Signal;
@@ -233,18 +233,23 @@ impl Front {
             authorization: text(header::AUTHORIZATION),
             origin: text(header::ORIGIN),
             host: text(header::HOST),
+            forwarded_proto: text(HeaderName::from_static("x-forwarded-proto")),
+            client: peer.ip(),
         };
-        if let Err((status, error, challenge)) = self.guard.upgrade(&heads).await {
-            debug!(%peer, %error, "WebSocket upgrade refused");
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-            let mut response = self.refuse(route, status, error);
-            if let Some(challenge) = challenge {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        let session = match self.guard.upgrade(&heads).await {
+            Ok(session) => session,
+            Err(refusal) => {
+                debug!(%peer, error = refusal.error, "WebSocket upgrade refused");
+                let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::FORBIDDEN);
+                let mut response = self.refuse(route, status, refusal.error);
+                for (name, value) in refusal.headers {
+                    if let Ok(value) = HeaderValue::from_str(&value) {
+                        response.headers_mut().insert(name, value);
+                    }
+                }
+                return response;
             }
-            return response;
-        }
+        };
         let upgrading = hyper::upgrade::on(&mut req);
         crate::runtime::spawn(async move {
             // The connection stays counted while it is a WebSocket.
@@ -267,7 +272,7 @@ impl Front {
             let ws =
                 WebSocketStream::from_partially_read(stream, early, Role::Server, Some(viewer_ws_config()))
                     .await;
-            handler(ws, peer).await;
+            handler(ws, WsClient { peer, session }).await;
         })
         .detach();
         self.metrics.http_request(route, 101);

@@ -41,7 +41,17 @@ pub use server::{bind, serve};
 pub type WsStream = WebSocketStream<crate::turns::TurnTaking>;
 
 /// Serves one upgraded WebSocket connection until it ends.
-pub type WsHandler = Arc<dyn Fn(WsStream, SocketAddr) -> BoxFuture<()> + Send + Sync>;
+pub type WsHandler = Arc<dyn Fn(WsStream, WsClient) -> BoxFuture<()> + Send + Sync>;
+
+/// Who is at the other end of an upgraded WebSocket.
+#[derive(Debug, Clone)]
+pub struct WsClient {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// When the login session the viewer came with ends (logout, expiry): its streams end
+    /// with it. `None` without `[auth]` or with Basic credentials.
+    pub session: Option<crate::shutdown::Ending>,
+}
 
 /// A source that should run but sent nothing for this long makes `/health` answer 503
 /// (so does an enabled sink that cannot do its work: `degraded`).
@@ -97,18 +107,16 @@ impl Routes {
             auth: state.auth.clone(),
             cors_origin: state.config.server.cors_origin.clone(),
         };
+        let headers = SecurityHeaders {
+            cors,
+            csp: content_security_policy(&state.config.viewer.ws_url),
+            private: state.auth.is_some(),
+        };
         let mut app = tide::with_state(state);
         app.with(counter);
+        // Before the guard, so its refusals and redirects carry the headers too.
+        app.with(headers);
         app.with(guard.clone());
-        app.with(tide::utils::After(move |mut res: Response| {
-            let cors = cors.clone();
-            async move {
-                if !cors.is_empty() {
-                    res.insert_header("Access-Control-Allow-Origin", cors.as_str());
-                }
-                Ok(res)
-            }
-        }));
         crate::web::routes(&mut app);
         app.at("/health").get(health);
         app.at("/api/status").get(status);
@@ -165,11 +173,12 @@ async fn health(req: Request<AppState>) -> tide::Result {
     let snap = state.status.snapshot();
     let wanted = state.bus.demand().is_wanted();
     let starved = wanted && snap.starved_ms.is_some_and(|ms| ms > HEALTH_STARVED_MS);
+    // Public: state and counters in the daemon's own words, never what a program printed.
     let problems: Vec<_> = state
         .metrics
         .problems()
         .into_iter()
-        .map(|(sink, error)| json!({ "sink": sink, "error": error }))
+        .map(|(sink, problem)| json!({ "sink": sink, "reason": problem.reason }))
         .collect();
     let health = match (starved, problems.is_empty()) {
         (true, _) => "stalled",
@@ -189,7 +198,6 @@ async fn health(req: Request<AppState>) -> tide::Result {
             "wanted": wanted,
             "restarts": snap.restarts,
             "frames": snap.frames,
-            "last_error": snap.last_error,
         },
         "last_frame_age_ms": snap.last_frame_age_ms,
         "fps": snap.fps,
@@ -241,7 +249,7 @@ async fn status(req: Request<AppState>) -> tide::Result {
             .metrics
             .problems()
             .into_iter()
-            .map(|(sink, error)| json!({ "sink": sink, "error": error }))
+            .map(|(sink, problem)| json!({ "sink": sink, "reason": problem.reason, "detail": problem.detail }))
             .collect::<Vec<_>>(),
         "recording": {
             "active": current.is_some(),
@@ -267,6 +275,54 @@ async fn metrics_text(req: Request<AppState>) -> tide::Result {
     res.insert_header("Content-Type", crate::metrics::CONTENT_TYPE);
     res.insert_header("Cache-Control", "no-store");
     Ok(res)
+}
+
+/// Headers every response carries: CORS for reads, what browsers may do with our pages
+/// (no framing, no sniffing, no referrers to other sites, scripts and connections only to
+/// ourselves), and, behind a login, that shared caches must not keep anything.
+struct SecurityHeaders {
+    /// `[server] cors_origin`.
+    cors: String,
+    csp: String,
+    /// `[auth]` is on.
+    private: bool,
+}
+
+#[tide::utils::async_trait]
+impl tide::Middleware<AppState> for SecurityHeaders {
+    async fn handle(&self, req: Request<AppState>, next: tide::Next<'_, AppState>) -> tide::Result {
+        let mut res = next.run(req).await;
+        if !self.cors.is_empty() {
+            res.insert_header("Access-Control-Allow-Origin", self.cors.as_str());
+        }
+        res.insert_header("Content-Security-Policy", self.csp.as_str());
+        res.insert_header("X-Content-Type-Options", "nosniff");
+        res.insert_header("X-Frame-Options", "DENY");
+        res.insert_header("Referrer-Policy", "same-origin");
+        if self.private {
+            let cache = res.header("Cache-Control").map(|v| v.as_str().to_owned());
+            match cache {
+                Some(cache) if cache.contains("no-store") || cache.contains("private") => {}
+                Some(cache) => res.insert_header("Cache-Control", format!("private, {cache}")),
+                None => res.insert_header("Cache-Control", "private"),
+            }
+        }
+        Ok(res)
+    }
+}
+
+/// The pages load scripts, styles and images only from the daemon, draw frames from
+/// `blob:` URLs, and connect only to the daemon (and to `[viewer] ws_url`'s host, if set).
+fn content_security_policy(ws_url: &str) -> String {
+    let extra = ws_url
+        .split_once("://")
+        .map(|(scheme, rest)| format!(" {scheme}://{}", rest.split(['/', '?', '#']).next().unwrap_or("")))
+        .unwrap_or_default();
+    format!(
+        "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; \
+         connect-src 'self'{extra}; script-src 'self'; style-src 'self'; object-src 'none'; \
+         base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
 }
 
 /// Counts every request tide answers in `croissant_http_requests_total`.
@@ -398,11 +454,16 @@ pub async fn small_body(req: &mut Request<AppState>) -> Vec<u8> {
 
 /// CORS preflight for `POST /settings` from another origin (a JSON body is not a "simple"
 /// request).
-async fn preflight(_req: Request<AppState>) -> tide::Result {
+/// Only the configured `cors_origin` (a single origin) may post from its pages; `*`
+/// opens reads, never writes, so the browser is told nothing that would let it post.
+async fn preflight(req: Request<AppState>) -> tide::Result {
     let mut res = Response::new(StatusCode::NoContent);
-    res.insert_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-    res.insert_header("Access-Control-Allow-Headers", "Content-Type");
-    res.insert_header("Access-Control-Max-Age", "600");
+    let cors = &req.state().config.server.cors_origin;
+    if !cors.is_empty() && cors != "*" {
+        res.insert_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        res.insert_header("Access-Control-Allow-Headers", "Content-Type");
+        res.insert_header("Access-Control-Max-Age", "600");
+    }
     Ok(res)
 }
 
