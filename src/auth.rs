@@ -339,7 +339,7 @@ impl Auth {
                 }
                 // One line per failed check, in a shape fail2ban matches (see
                 // packaging/fail2ban/).
-                tracing::warn!(client = %client, user = %shown_name, "login failed");
+                tracing::warn!(client = %client, user = ?shown_name, "login failed");
                 Err(Denied::Wrong)
             }
         }

@@ -23,17 +23,6 @@ fn config(server: &str) -> String {
     )
 }
 
-/// A connection to the daemon from `ip` (any 127.x.y.z address is this machine).
-fn connect_from(ip: &str, port: u16) -> std::io::Result<TcpStream> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    let local: SocketAddr = format!("{ip}:0").parse().expect("address");
-    socket.bind(&local.into())?;
-    let server: SocketAddr = ([127, 0, 0, 1], port).into();
-    socket.connect(&server.into())?;
-    Ok(socket.into())
-}
-
 /// Status, headers (names lowercased), body.
 type Answer = (u16, Vec<(String, String)>, Vec<u8>);
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tungstenite::{Message, WebSocket};
 
+pub mod access;
 pub mod cdp;
 pub mod nginx;
 
@@ -363,4 +364,15 @@ pub fn hash(password: &str) -> String {
     let hash = String::from_utf8(out.stdout).expect("utf-8").trim().to_owned();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     hash
+}
+
+/// A connection to the daemon from `ip` (any 127.x.y.z address is this machine).
+pub fn connect_from(ip: &str, port: u16) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    let local: std::net::SocketAddr = format!("{ip}:0").parse().expect("address");
+    socket.bind(&local.into())?;
+    let server: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    socket.connect(&server.into())?;
+    Ok(socket.into())
 }
