@@ -471,6 +471,40 @@ mod tests {
     }
 
     #[test]
+    fn a_user_pushes_out_only_their_own_oldest_session() {
+        let auth = auth();
+        smol::block_on(async {
+            let (admin, _) = auth.login("ada", "s3cret", ip(1)).await.expect("admin");
+            let admin_cookie = format!("{COOKIE}={admin}");
+            let mut first = None;
+            for n in 0..=MAX_SESSIONS_PER_USER {
+                // From many addresses, as a patient attacker with a viewer's password would.
+                let (token, _) = auth
+                    .login("vic", "s3cret", ip(10 + n as u8))
+                    .await
+                    .expect("viewer");
+                if n == 0 {
+                    let cookie = format!("{COOKIE}={token}");
+                    let (_, ending) = auth
+                        .identify(Some(&cookie), None, ip(1))
+                        .await
+                        .expect("not throttled")
+                        .expect("a session");
+                    first = ending;
+                }
+            }
+            assert!(
+                first.expect("an ending").ended(),
+                "the viewer's oldest session went"
+            );
+            assert!(
+                matches!(auth.identify(Some(&admin_cookie), None, ip(1)).await, Ok(Some(_))),
+                "the admin's session stays"
+            );
+        });
+    }
+
+    #[test]
     fn plain_passwords_and_empty_user_lists_are_refused() {
         for bad in [
             "[users.a]\nrole = \"admin\"\npassword_hash = \"hunter2\"",

@@ -100,6 +100,26 @@ mod tests {
     }
 
     #[test]
+    fn an_ending_comes_with_its_signal_or_its_deadline() {
+        let (_keep, quiet) = signal();
+        let soon = Ending::new(
+            quiet,
+            std::time::Instant::now() + std::time::Duration::from_millis(50),
+        );
+        assert!(!soon.ended());
+        smol::block_on(soon.wait());
+        assert!(soon.ended(), "the deadline (a session's expiry) ends it");
+        let (trigger, fired) = signal();
+        let later = Ending::new(
+            fired,
+            std::time::Instant::now() + std::time::Duration::from_secs(3600),
+        );
+        trigger.fire();
+        smol::block_on(later.wait());
+        assert!(later.ended(), "the signal (a logout) ends it");
+    }
+
+    #[test]
     fn a_fired_signal_wins_over_work_that_is_ready() {
         let (trigger, signal) = signal();
         assert_eq!(smol::block_on(unless(&signal, async { 7 })), Some(7));

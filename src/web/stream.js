@@ -70,7 +70,8 @@
         ? `The camera refused: ${event.reason}.`
         : 'Connection to the camera lost. Reconnecting…';
       retryTimer = setTimeout(connect, wait);
-      if (!refused) checkSession();
+      // A session that ended (logout, expiry) sends to the login form at once.
+      if (!refused || event.reason.startsWith('session')) checkSession();
     };
   }
 
