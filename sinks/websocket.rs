@@ -18,7 +18,7 @@ use serde::Deserialize;
 use tracing::{Instrument, debug, info};
 
 use super::fanout::{Fanout, Seat};
-use super::{Resource, Sink, SinkConfig, SinkContext};
+use super::{Resource, Sink, SinkConfig, SinkContext, ViewerSlot};
 use crate::http::{Routes, WsClient, WsStream};
 use crate::mode::Mode;
 use crate::ratelimit::RateLimit;
@@ -131,19 +131,33 @@ enum Event {
 const GOING_AWAY: Control = Control::Closed(Some((CloseCode::Away, "server shutting down")));
 /// What a viewer is told when the login session it came with ends (logout, expiry).
 const SESSION_ENDED: Control = Control::Closed(Some((CloseCode::Policy, "session ended; log in again")));
-/// What a connection that never asked for frames is told.
-const NO_START: Control = Control::Closed(Some((CloseCode::Policy, "no start within 10 s")));
 /// A connection must send its first `start` within this long, or give its socket back.
 /// Until then it is not a viewer (it takes no place among `max_viewers`).
-const START_WITHIN: Duration = Duration::from_secs(10);
+const START_WITHIN: (Duration, &str) = (Duration::from_secs(10), "no start within 10 s");
+/// After `stop`, a connection is no viewer either, and must start again within this long.
+/// (Pages close their socket when they stop; a tool may pause and resume on the same one.)
+const RESTART_WITHIN: (Duration, &str) = (Duration::from_secs(60), "no start within 60 s of stop");
 
 /// What else, besides the viewer's own messages, can end a connection.
 struct Endings<'a> {
     shutdown: &'a crate::shutdown::Signal,
     /// The viewer's login session.
     session: Option<&'a crate::shutdown::Ending>,
-    /// Until the first `start`: when the connection must have sent it.
-    start_by: Option<Instant>,
+    /// While not watching: when the connection must have sent `start`, and what it is told
+    /// if it has not.
+    start_by: Option<(Instant, &'static str)>,
+}
+
+impl Endings<'_> {
+    /// Starts the clock for `start`.
+    fn expect_start(&mut self, (within, reason): (Duration, &'static str)) {
+        self.start_by = Some((Instant::now() + within, reason));
+    }
+}
+
+/// What a connection that did not ask for frames in time is told.
+fn no_start(reason: &'static str) -> Control {
+    Control::Closed(Some((CloseCode::Policy, reason)))
 }
 
 impl Endings<'_> {
@@ -153,8 +167,10 @@ impl Endings<'_> {
             Some(GOING_AWAY)
         } else if self.session.is_some_and(|s| s.ended()) {
             Some(SESSION_ENDED)
-        } else if self.start_by.is_some_and(|at| Instant::now() >= at) {
-            Some(NO_START)
+        } else if let Some((at, reason)) = self.start_by
+            && Instant::now() >= at
+        {
+            Some(no_start(reason))
         } else {
             None
         }
@@ -171,12 +187,12 @@ impl Endings<'_> {
         };
         let idle = async {
             match self.start_by {
-                Some(at) => {
+                Some((at, reason)) => {
                     smol::Timer::at(at).await;
+                    no_start(reason)
                 }
                 None => future::pending().await,
             }
-            NO_START
         };
         let shutdown = async {
             self.shutdown.wait().await;
@@ -258,11 +274,13 @@ impl WebSocketSink {
         let mut endings = Endings {
             shutdown: &self.ctx.shutdown,
             session: client.session.as_ref(),
-            start_by: Some(Instant::now() + START_WITHIN),
+            start_by: None,
         };
-        // Taken at the first `start`: a connection that never asks for frames is no viewer.
+        endings.expect_start(START_WITHIN);
+        // Held from `start` to `stop`: a connection that is not asking for frames is no
+        // viewer, and takes no place among `max_viewers`.
         let mut slot = None;
-        let mut watching = false;
+        let mut watched = false;
         let mut slow = RateLimit::new(Duration::from_secs(30));
         let mut last_dropped = 0;
         let close = loop {
@@ -300,13 +318,7 @@ impl WebSocketSink {
                                 debug!(%error, "send failed");
                                 break Err(None);
                             }
-                            Err(Control::Stop) => {
-                                debug!("stop");
-                                if watching {
-                                    self.fanout.leave(&seat);
-                                    watching = false;
-                                }
-                            }
+                            Err(Control::Stop) => self.stop(&seat, &mut slot, &mut endings),
                             Err(Control::Start) => {}
                             Err(Control::Closed(close)) => break Err(close),
                         }
@@ -320,33 +332,26 @@ impl WebSocketSink {
                         last_dropped = dropped;
                     }
                 }
-                Event::Control(Control::Start) if !watching => {
+                Event::Control(Control::Start) if slot.is_none() => {
                     if !self.ctx.is_enabled() {
                         break Some((CloseCode::Policy, "live view is off in this mode"));
                     }
-                    if slot.is_none() {
-                        let Some(taken) = self.ctx.viewer() else {
-                            self.refused();
-                            break Some((CloseCode::Again, TOO_MANY_VIEWERS));
-                        };
-                        info!(viewers = taken.total(), "viewer started watching");
-                        slot = Some(taken);
-                        endings.start_by = None;
-                    }
-                    debug!("start");
+                    let Some(taken) = self.ctx.viewer() else {
+                        self.refused();
+                        break Some((CloseCode::Again, TOO_MANY_VIEWERS));
+                    };
+                    info!(viewers = taken.total(), "viewer started watching");
+                    slot = Some(taken);
+                    watched = true;
+                    endings.start_by = None;
                     self.fanout.join(&seat);
-                    watching = true;
                 }
-                Event::Control(Control::Stop) if watching => {
-                    debug!("stop");
-                    self.fanout.leave(&seat);
-                    watching = false;
-                }
-                Event::Control(Control::Start | Control::Stop) => {}
+                Event::Control(Control::Stop) => self.stop(&seat, &mut slot, &mut endings),
+                Event::Control(Control::Start) => {}
                 Event::Control(Control::Closed(close)) => break close,
             }
         };
-        if watching {
+        if slot.is_some() {
             self.fanout.leave(&seat);
         }
         // A frame cut short leaves the connection good only for closing, which is next.
@@ -361,12 +366,25 @@ impl WebSocketSink {
         })
         .await;
         drop(reader);
-        let watched = slot.is_some();
-        drop(slot);
-        if watched {
+        let left = slot.take().is_some();
+        if left {
             info!(viewers = self.ctx.viewers.load(Ordering::Relaxed), "viewer left");
         } else {
-            debug!("connection closed without watching");
+            debug!(watched, "connection closed while not watching");
+        }
+    }
+
+    /// `stop`: the connection leaves the fan-out and gives its place back, and must start
+    /// again in time or be closed.
+    fn stop(&self, seat: &Arc<Seat>, slot: &mut Option<ViewerSlot>, endings: &mut Endings<'_>) {
+        if slot.take().is_some() {
+            debug!("stop");
+            self.fanout.leave(seat);
+            info!(
+                viewers = self.ctx.viewers.load(Ordering::Relaxed),
+                "viewer stopped watching"
+            );
+            endings.expect_start(RESTART_WITHIN);
         }
     }
 

@@ -17,9 +17,9 @@ use argon2::password_hash::PasswordHasher;
 use argon2::{Argon2, password_hash::phc::PasswordHash};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::passwords::Checker;
+use crate::passwords::{Checker, Lane};
 use crate::shutdown::{Ending, Signal, Trigger};
-use crate::throttle::Throttle;
+use crate::throttle::{Recent, Throttle};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "croissant_session";
@@ -29,8 +29,11 @@ const MAX_SESSIONS: usize = 1024;
 const MAX_SESSIONS_PER_USER: usize = 32;
 /// Password checks one client address may have at once before it is held to one a second.
 const CLIENT_BURST: u32 = 5;
-/// Failed checks for one user (from anywhere) before they are held to one a second.
+/// Failed checks for one user (from anywhere) before addresses that failed lately are held
+/// to one a second for that user.
 const USER_BURST: u32 = 10;
+/// How long an address that failed a login counts as a guesser.
+const SUSPECT_FOR: Duration = Duration::from_secs(600);
 /// Remembered Basic credentials at most, and for how long.
 const MAX_BASIC: usize = 64;
 const BASIC_TTL: Duration = Duration::from_secs(300);
@@ -158,6 +161,8 @@ pub struct Auth {
     clients: Throttle<IpAddr>,
     /// Failed checks per configured user, however many addresses they come from.
     users: Throttle<String>,
+    /// Addresses that failed a login in the last [`SUSPECT_FOR`].
+    failed: Recent<IpAddr>,
 }
 
 /// Checked against for unknown users, so their failures take as long as wrong passwords.
@@ -192,6 +197,7 @@ impl Auth {
             checker,
             clients: Throttle::new(CLIENT_BURST, 1.0),
             users: Throttle::new(USER_BURST, 1.0),
+            failed: Recent::new(SUSPECT_FOR),
         })
     }
 
@@ -307,33 +313,46 @@ impl Auth {
         self.clients
             .take(&client)
             .map_err(|wait| self.throttled(client, &shown_name, wait))?;
+        // An address that has not failed lately is never held back by what others try: the
+        // per-user limit does not apply to it and its check goes ahead of theirs. Guessers
+        // lose that after their first wrong password.
+        let suspect = self.failed.contains(&client);
+        let mut took_user = false;
         if user.is_some() {
-            self.users
-                .take(&name.to_owned())
-                .map_err(|wait| self.throttled(client, &shown_name, wait))?;
+            match self.users.take(&name.to_owned()) {
+                Ok(()) => took_user = true,
+                Err(wait) if suspect => return Err(self.throttled(client, &shown_name, wait)),
+                Err(_) => {}
+            }
         }
+        let give_back = || {
+            self.clients.give_back(&client);
+            if took_user {
+                self.users.give_back(&name.to_owned());
+            }
+        };
+        let lane = if suspect { Lane::Rest } else { Lane::First };
         let started = Instant::now();
         let hash = user.map_or(DECOY, |u| u.password_hash.as_str());
-        let matches = match self.checker.check(password, hash).await {
+        let matches = match self.checker.check(password, hash, lane).await {
             Ok(matches) => matches,
             Err(crate::passwords::Busy::Queue) => {
-                if user.is_some() {
-                    self.users.give_back(&name.to_owned());
-                }
+                // Nothing was checked: nothing counts.
+                give_back();
                 return Err(self.throttled(client, &shown_name, Duration::from_secs(1)));
             }
         };
         match user {
             Some(user) if matches => {
-                // Only failures count against a user: the right password is never slowed
-                // by what others try.
-                self.users.give_back(&name.to_owned());
+                // Only failures count: the owner's own logins never use up their limits.
+                give_back();
                 Ok(Identity {
                     name: name.to_owned(),
                     role: user.role,
                 })
             }
             _ => {
+                self.failed.mark(&client);
                 if let Some(rest) = FAILURE_DELAY.checked_sub(started.elapsed()) {
                     smol::Timer::after(rest).await;
                 }
@@ -466,6 +485,33 @@ mod tests {
             assert!(
                 auth.login("ada", "s3cret", ip(10)).await.is_ok(),
                 "from elsewhere"
+            );
+        });
+    }
+
+    #[test]
+    fn guessers_from_many_addresses_never_hold_back_an_address_that_has_not_failed() {
+        let auth = std::sync::Arc::new(auth());
+        smol::block_on(async {
+            // Enough failures for ada, from several addresses, to spend her per-user limit.
+            let mut held = 0;
+            for _ in 0..3 {
+                let guesses: Vec<_> = (0..6u8)
+                    .map(|n| {
+                        let auth = auth.clone();
+                        smol::spawn(async move { auth.login("ada", "guess", ip(20 + n)).await })
+                    })
+                    .collect();
+                for guess in guesses {
+                    held += usize::from(matches!(guess.await, Err(Denied::Throttled(_))));
+                }
+            }
+            // 18 guesses against a limit of 10 (refilling at one a second): once they have
+            // failed, the guessers' addresses are held to it.
+            assert!(held >= 4, "{held} guesses held back");
+            assert!(
+                auth.login("ada", "s3cret", ip(1)).await.is_ok(),
+                "the owner, from an address that has not failed, gets in"
             );
         });
     }

@@ -103,11 +103,15 @@ async fn open(req: &Request<AppState>, path: PathBuf) -> Opened {
         return Opened::Busy;
     };
     let opened = smol::unblock(move || {
-        // A symlink placed among the recordings is not followed (it could point anywhere).
+        // A symlink placed among the recordings is not followed (it could point anywhere),
+        // and a FIFO neither blocks the open nor is served. (Hard links are served: making
+        // one takes write access to the directory, i.e. being the daemon's own user, and
+        // the kernel's protected_hardlinks already refuses links to others' files; a backup
+        // tool's links must not make recordings vanish.)
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)?;
         let meta = file.metadata()?;
         Ok::<_, std::io::Error>((meta.is_file(), file, meta.len()))

@@ -1,5 +1,5 @@
 //! Password guessing, slowed per client address and per user: each may have a few checks
-//! at once, then one a second. Without it, forty parallel connections made 28 to 60
+//! at once, then one a second; and which addresses failed lately. Without it, forty parallel connections made 28 to 60
 //! guesses a second and a real login waited seconds behind them.
 //!
 //! Each key has a bucket of `burst` checks that refills at `per_second`. The table of
@@ -79,6 +79,45 @@ impl<K: Eq + Hash + Clone> Throttle<K> {
     }
 }
 
+/// Keys seen within a window: the addresses that failed a login lately. Bounded like the
+/// buckets: when full, entries past the window go, and if none has, the oldest.
+#[derive(Debug)]
+pub struct Recent<K> {
+    window: Duration,
+    seen: Mutex<HashMap<K, Instant>>,
+}
+
+impl<K: Eq + Hash + Clone> Recent<K> {
+    /// Remembers keys for `window`.
+    pub fn new(window: Duration) -> Self {
+        Recent {
+            window,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Notes `key` as seen now.
+    pub fn mark(&self, key: &K) {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= MAX_KEYS && !seen.contains_key(key) {
+            seen.retain(|_, at| now.duration_since(*at) < self.window);
+            if seen.len() >= MAX_KEYS
+                && let Some(oldest) = seen.iter().min_by_key(|(_, at)| **at).map(|(k, _)| k.clone())
+            {
+                seen.remove(&oldest);
+            }
+        }
+        seen.insert(key.clone(), now);
+    }
+
+    /// Whether `key` was seen within the window.
+    pub fn contains(&self, key: &K) -> bool {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(key).is_some_and(|at| at.elapsed() < self.window)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +143,21 @@ mod tests {
             let _ = throttle.take(&key);
         }
         assert!(throttle.buckets.lock().expect("lock").len() <= MAX_KEYS);
+    }
+
+    #[test]
+    fn recent_keys_are_remembered_for_the_window_and_bounded() {
+        let recent = Recent::new(Duration::from_millis(50));
+        recent.mark(&1);
+        assert!(recent.contains(&1));
+        assert!(!recent.contains(&2));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!recent.contains(&1), "forgotten after the window");
+        let recent = Recent::new(Duration::from_secs(60));
+        for key in 0..(MAX_KEYS * 2) {
+            recent.mark(&key);
+        }
+        assert!(recent.seen.lock().expect("lock").len() <= MAX_KEYS);
+        assert!(recent.contains(&(MAX_KEYS * 2 - 1)), "the newest stays");
     }
 }

@@ -209,6 +209,58 @@ fn viewers_beyond_the_limit_are_turned_away_clearly() {
 }
 
 #[test]
+fn a_stopped_viewer_gives_its_place_back_and_must_start_again_within_a_minute() {
+    let daemon = Daemon::start(
+        &fakecam_config("\"--fps\", \"15\"", "").replace("[storage]", "max_viewers = 1\n[storage]"),
+    );
+    let viewers = |d: &Daemon| d.health()["viewers"].as_u64();
+    let mut paused = daemon.viewer("/");
+    paused.send("start");
+    paused.frame();
+    paused.send("stop");
+    daemon.wait_for("the stopped viewer to leave", Duration::from_secs(10), |d| {
+        viewers(d) == Some(0)
+    });
+    // Its place is free for someone else...
+    let mut other = daemon.viewer("/");
+    other.send("start");
+    other.frame();
+    // ...and it has to wait its turn like anyone.
+    paused.send("start");
+    let close = loop {
+        match paused.next() {
+            Ok(tungstenite::Message::Close(close)) => break close,
+            Ok(_) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(close.map(|c| c.code), Some(CloseCode::Again));
+    // A stopped connection that never starts again is closed after a minute.
+    other.send("stop");
+    let stopped_at = Instant::now();
+    other
+        .ws
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_secs(90)))
+        .expect("timeout");
+    let close = loop {
+        match other.next() {
+            Ok(tungstenite::Message::Close(close)) => break close,
+            Ok(_) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let waited = stopped_at.elapsed();
+    let close = close.expect("a close frame");
+    assert_eq!(close.code, CloseCode::Policy);
+    assert!(close.reason.contains("no start"), "{}", close.reason);
+    assert!(
+        waited >= Duration::from_secs(59) && waited < Duration::from_secs(75),
+        "{waited:?}"
+    );
+}
+
+#[test]
 fn slow_request_heads_are_cut_off() {
     let daemon = Daemon::start(&fakecam_config("\"--fps\", \"15\"", "").replace(
         "[storage]",

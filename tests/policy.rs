@@ -101,15 +101,21 @@ fn failed_password_checks_leave_no_memory_behind_and_known_credentials_stay_fast
 fn guessers_are_slowed_per_address_logged_for_fail2ban_and_the_owner_gets_in() {
     let daemon = Daemon::start(&config_with_users());
     let port = daemon.port;
-    let form = |password: &str| {
-        let body = format!("user=ada&password={password}&next=");
+    let form = |user: &str, password: &str| {
+        let body = format!("user={user}&password={password}&next=");
         format!(
             "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
     };
-    let evaluated = std::sync::atomic::AtomicUsize::new(0);
+    // 40 guessers from 4 addresses: half at the owner's account (spending its per-user
+    // limit), half at made-up names (filling the password checker's queue).
+    const ATTACKERS: [&str; 4] = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
+    let evaluated: Vec<_> = ATTACKERS
+        .iter()
+        .map(|_| std::sync::atomic::AtomicUsize::new(0))
+        .collect();
     let refused = std::sync::atomic::AtomicUsize::new(0);
     let started = Instant::now();
     let attack = Duration::from_secs(10);
@@ -118,11 +124,20 @@ fn guessers_are_slowed_per_address_logged_for_fail2ban_and_the_owner_gets_in() {
         for i in 0..40 {
             let (evaluated, refused, form) = (&evaluated, &refused, &form);
             scope.spawn(move || {
+                let from = i % ATTACKERS.len();
+                let mut n = 0;
                 while started.elapsed() < attack {
-                    let (status, answer) = request_from("127.0.0.2", port, &form(&format!("guess{i}")));
+                    n += 1;
+                    let user = if i % 2 == 0 {
+                        "ada".to_owned()
+                    } else {
+                        format!("user{i}x{n}")
+                    };
+                    let (status, answer) =
+                        request_from(ATTACKERS[from], port, &form(&user, &format!("guess{i}")));
                     match status {
                         // A checked guess: back to the form.
-                        303 => evaluated.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                        303 => evaluated[from].fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                         429 => {
                             assert!(answer.to_ascii_lowercase().contains("retry-after:"), "{answer}");
                             refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -136,7 +151,7 @@ fn guessers_are_slowed_per_address_logged_for_fail2ban_and_the_owner_gets_in() {
         while started.elapsed() < attack {
             std::thread::sleep(Duration::from_millis(1500));
             let asked = Instant::now();
-            let (status, answer) = request_from("127.0.0.3", port, &form("ada-secret"));
+            let (status, answer) = request_from("127.0.0.9", port, &form("ada", "ada-secret"));
             owner_waits.push(asked.elapsed());
             assert!(
                 status == 303 && answer.contains("croissant_session="),
@@ -144,13 +159,16 @@ fn guessers_are_slowed_per_address_logged_for_fail2ban_and_the_owner_gets_in() {
             );
         }
     });
-    let evaluated = evaluated.into_inner();
+    let evaluated: Vec<usize> = evaluated.into_iter().map(|e| e.into_inner()).collect();
     let refused = refused.into_inner();
     eprintln!(
-        "10 s of 40 guessers: {evaluated} guesses checked, {refused} refused; owner waited {owner_waits:?}"
+        "10 s of 40 guessers from 4 addresses: {evaluated:?} guesses checked, {refused} refused; owner waited {owner_waits:?}"
     );
-    // A burst of 5, then one a second.
-    assert!(evaluated <= 5 + 11, "{evaluated} guesses checked in 10 s");
+    // Per address, a burst of 5, then one a second.
+    assert!(
+        evaluated.iter().all(|&e| e <= 5 + 11),
+        "{evaluated:?} guesses checked in 10 s"
+    );
     assert!(refused > 100, "{refused}");
     assert!(
         owner_waits.iter().all(|w| *w < Duration::from_millis(500)),
@@ -159,29 +177,80 @@ fn guessers_are_slowed_per_address_logged_for_fail2ban_and_the_owner_gets_in() {
     // Each checked guess is one log line with the address and the user, and fail2ban's
     // own matcher finds every one with the shipped filter.
     let log = daemon.log_text();
-    let lines = log
-        .lines()
-        .filter(|l| l.contains("login failed client=127.0.0.2 user=\"ada\""))
-        .count();
-    assert_eq!(lines, evaluated, "one line per checked guess");
-    let filter = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/packaging/fail2ban/filter.d/croissant.conf"
-    );
+    for (address, &checked) in ATTACKERS.iter().zip(&evaluated) {
+        let lines = log
+            .lines()
+            .filter(|l| l.contains(&format!("login failed client={address} user=\"")))
+            .count();
+        assert_eq!(lines, checked, "one line per checked guess from {address}");
+    }
+    let total: usize = evaluated.iter().sum();
+    assert_eq!(fail2ban_matches(&daemon.log), total);
+}
+
+/// How many lines of `log` fail2ban's own matcher takes for failed logins with the shipped
+/// filter (installed next to fail2ban's `common.conf`, as the README says).
+fn fail2ban_matches(log: &std::path::Path) -> usize {
+    let common = std::path::Path::new("/etc/fail2ban/filter.d/common.conf");
     assert!(
-        std::path::Path::new("/usr/bin/fail2ban-regex").exists(),
-        "fail2ban-regex is missing: install fail2ban (scripts/test does)"
+        common.exists() && std::path::Path::new("/usr/bin/fail2ban-regex").exists(),
+        "fail2ban is missing: install it (scripts/test does)"
     );
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(common, dir.path().join("common.conf")).expect("copy common.conf");
+    let filter = dir.path().join("croissant.conf");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/packaging/fail2ban/filter.d/croissant.conf"
+        ),
+        &filter,
+    )
+    .expect("copy the filter");
     let out = Command::new("fail2ban-regex")
-        .arg(&daemon.log)
-        .arg(filter)
+        .arg(log)
+        .arg(&filter)
         .output()
         .expect("run fail2ban-regex");
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        report.contains(&format!("Failregex: {evaluated} total")),
-        "fail2ban-regex:\n{report}"
+    report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Failregex: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "fail2ban-regex:\n{report}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+#[test]
+fn a_camera_cannot_get_anyone_banned() {
+    // A camera (or a stream it relays) that writes the daemon's own failed-login line to
+    // its stderr: the line is logged, and fail2ban must not take it.
+    let forged = " WARN croissant::auth: login failed client=10.9.9.9 user=\\\"x\\\"";
+    let config = config_with_users().replace(
+        "command = [\"{fakecam}\", ",
+        &format!("command = [\"sh\", \"-c\", \"echo '{forged}' >&2; exec \\\"$0\\\" \\\"$@\\\"\", \"{{fakecam}}\", "),
     );
+    let daemon = Daemon::start(&config);
+    let port = daemon.port;
+    // Watching starts the camera.
+    let (status, _, _) = request(port, "GET", "/snapshot.jpg", &basic("vic", "vic-secret"), "");
+    assert_eq!(status, 200);
+    let (status, _, _) = request(port, "GET", "/api/status", &basic("vic", "wrong"), "");
+    assert_eq!(status, 401);
+    daemon.wait_for(
+        "the forged line and the real one logged",
+        Duration::from_secs(10),
+        |d| {
+            let log = d.log_text();
+            log.contains("client=10.9.9.9") && log.contains("login failed client=127.0.0.1")
+        },
+    );
+    assert_eq!(fail2ban_matches(&daemon.log), 1, "{}", daemon.log_text());
 }
 
 #[test]
@@ -435,7 +504,7 @@ fn sessions_end_their_streams_and_closes_are_answered() {
 }
 
 #[test]
-fn pages_carry_security_headers_and_symlinks_are_never_served() {
+fn pages_carry_security_headers_and_symlinks_and_fifos_are_never_served() {
     let daemon = Daemon::start(&config_with_users());
     let port = daemon.port;
     let dir = daemon.dir.path();
@@ -444,17 +513,33 @@ fn pages_carry_security_headers_and_symlinks_are_never_served() {
     }
     std::os::unix::fs::symlink("/etc/passwd", dir.join("recordings/20261124-134400.mp4")).expect("symlink");
     std::os::unix::fs::symlink("/etc/passwd", dir.join("thumbnails/20261124-134400.jpg")).expect("symlink");
+    // A FIFO would block whoever opens it until a writer came.
+    for fifo in ["recordings/20261124-134500.mp4", "thumbnails/20261124-134500.jpg"] {
+        let made = Command::new("mkfifo")
+            .arg(dir.join(fifo))
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+    }
     let viewer = basic("vic", "vic-secret");
     for path in [
         "/recordings/20261124-134400.mp4",
         "/thumbnails/20261124-134400.jpg",
+        "/recordings/20261124-134500.mp4",
+        "/thumbnails/20261124-134500.jpg",
     ] {
+        let asked = Instant::now();
         let (status, _, body) = request(port, "GET", path, &viewer, "");
         assert_eq!(status, 404, "{path}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "{path} took {:?}",
+            asked.elapsed()
+        );
         assert!(!body.contains("root:"), "{path} leaked /etc/passwd");
     }
     let (_, _, list) = request(port, "GET", "/api/replays", &viewer, "");
-    assert_eq!(list, "[]", "a symlink is not a recording");
+    assert_eq!(list, "[]", "neither a symlink nor a FIFO is a recording");
     for path in ["/", "/stream", "/recordings", "/login", "/api/status"] {
         let (status, headers, _) = request(port, "GET", path, &viewer, "");
         assert_eq!(status, 200, "{path}");
