@@ -215,12 +215,12 @@ impl Relay {
     /// Feeds one ffmpeg until it exits, stops reading, or the sink is disabled.
     async fn push(&self, mut child: Child, frames: &Subscription, disabled: &Signal) -> Ended {
         let tail = Tail::default();
-        let (url, shown) = (self.config.url.clone(), redacted(&self.config.url));
         let stderr_task = child.stderr.take().map(|stderr| {
             let span = tracing::debug_span!("ffmpeg");
-            let follow = crate::stderr::follow(stderr, tail.clone(), move |line| {
-                debug!("{}", line.replace(&url, &shown));
-            });
+            // ffmpeg names the URL in its errors; keep the stream key out of the log and
+            // the status.
+            let hidden = hidden_parts(&self.config.url);
+            let follow = crate::stderr::follow(stderr, tail.clone(), hidden, |line| debug!("{line}"));
             crate::runtime::spawn(follow.instrument(span))
         });
         let Some(mut stdin) = child.stdin.take() else {
@@ -268,10 +268,7 @@ impl Relay {
             })
             .await;
         }
-        // ffmpeg names the URL in its errors; keep the stream key out of the log.
-        let tail = tail
-            .joined()
-            .replace(&self.config.url, &redacted(&self.config.url));
+        let tail = tail.joined();
         Ended::Failed(if tail.is_empty() {
             failure
         } else {
@@ -342,6 +339,39 @@ fn redacted(url: &str) -> String {
     format!("{scheme}{host}{app}{}", if hidden { "/***" } else { "" })
 }
 
+/// What of `url` is never shown, each with what is shown instead: the whole URL, and the
+/// parts [`redacted`] hides (ffmpeg may print them on their own, or the URL without its
+/// userinfo).
+fn hidden_parts(url: &str) -> Vec<(String, String)> {
+    let mut hidden = vec![(url.to_owned(), redacted(url))];
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let after_scheme = base.find("://").map_or(base, |i| &base[i + 3..]);
+    let (authority, path) = after_scheme.split_at(after_scheme.find('/').unwrap_or(after_scheme.len()));
+    let mut parts: Vec<&str> = vec![query];
+    parts.extend(
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('=').map(|(_, value)| value)),
+    );
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        parts.push(userinfo);
+        parts.extend(userinfo.split_once(':').map(|(_, password)| password));
+    }
+    // Everything after the application name: the stream key.
+    let path = path.trim_start_matches('/');
+    if let Some((_, key)) = path.split_once('/') {
+        parts.push(key);
+    }
+    // Short parts would mask ordinary words; keys and passwords are longer.
+    hidden.extend(
+        parts
+            .into_iter()
+            .filter(|p| p.len() >= 4)
+            .map(|p| (p.to_owned(), "***".to_owned())),
+    );
+    hidden
+}
+
 /// The ffmpeg command line: Matroska MJPEG with arrival times in, H.264 out to the server.
 fn ffmpeg_args(config: &Config) -> Vec<String> {
     let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
@@ -410,5 +440,25 @@ mod tests {
             redacted("rtmps://ingest/app?key=SECRET"),
             "rtmps://ingest/app/***"
         );
+        // However ffmpeg quotes it, the key stays hidden.
+        for url in [
+            "rtmp://a.b/live/streamkey42",
+            "rtmp://bob:hunter22@a.b/live/streamkey42",
+            "rtmps://ingest/app?token=streamkey42",
+        ] {
+            let hidden = hidden_parts(url);
+            for said in [
+                format!("[rtmp] Cannot open {url}: I/O error"),
+                "[flv] Failed to update header with correct duration: streamkey42".to_owned(),
+                crate::secrets::mask(&format!("Error opening output {url}")),
+                "rtmp://a.b/live/streamkey42: Broken pipe".to_owned(),
+            ] {
+                let shown = crate::secrets::mask_with(&said, &hidden);
+                assert!(
+                    !shown.contains("streamkey42") && !shown.contains("hunter22"),
+                    "{url} in {said:?}: {shown}"
+                );
+            }
+        }
     }
 }

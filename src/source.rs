@@ -408,13 +408,18 @@ impl Runner {
         let tail = Tail::default();
         let stderr = child.stderr.take().map(|err| {
             let mut limit = Burst::new(20, Duration::from_secs(10));
-            crate::runtime::spawn(crate::stderr::follow(err, tail.clone(), move |line| {
-                if quiet {
-                    debug!(pid, "source: {line}");
-                } else if let Some(suppressed) = limit.allow() {
-                    info!(pid, suppressed, "source: {line}");
-                }
-            }))
+            crate::runtime::spawn(crate::stderr::follow(
+                err,
+                tail.clone(),
+                Vec::new(),
+                move |line| {
+                    if quiet {
+                        debug!(pid, "source: {line}");
+                    } else if let Some(suppressed) = limit.allow() {
+                        info!(pid, suppressed, "source: {line}");
+                    }
+                },
+            ))
         });
         let Some(stdout) = child.stdout.take() else {
             return End::Failed("the source's stdout was not captured".into());

@@ -30,8 +30,14 @@ impl Tail {
 }
 
 /// Reads `stderr` until it closes, giving each non-empty line to `log` and keeping the last
-/// ones in `tail`, secrets masked (see [`crate::secrets`]).
-pub async fn follow(stderr: impl futures_lite::AsyncRead + Unpin, tail: Tail, mut log: impl FnMut(&str)) {
+/// ones in `tail`, secrets masked (see [`crate::secrets`]): each of `hidden` (such as a
+/// stream key) replaced by what may be shown instead, and anything shaped like a secret.
+pub async fn follow(
+    stderr: impl futures_lite::AsyncRead + Unpin,
+    tail: Tail,
+    hidden: Vec<(String, String)>,
+    mut log: impl FnMut(&str),
+) {
     let mut lines = futures_lite::io::BufReader::new(stderr).lines();
     while let Some(Ok(line)) = lines.next().await {
         let line = line.trim_end();
@@ -39,7 +45,7 @@ pub async fn follow(stderr: impl futures_lite::AsyncRead + Unpin, tail: Tail, mu
             continue;
         }
         // A camera or ffmpeg quotes its URL, credentials and keys included.
-        let line = crate::secrets::mask(line);
+        let line = crate::secrets::mask_with(line, &hidden);
         log(&line);
         tail.push(line);
     }
@@ -54,9 +60,12 @@ mod tests {
         let tail = Tail::default();
         let text = "one\n\ntwo\nthree\nfour\nfive\nsix\n";
         let mut logged = Vec::new();
-        smol::block_on(follow(futures_lite::io::Cursor::new(text), tail.clone(), |l| {
-            logged.push(l.to_owned())
-        }));
+        smol::block_on(follow(
+            futures_lite::io::Cursor::new(text),
+            tail.clone(),
+            Vec::new(),
+            |l| logged.push(l.to_owned()),
+        ));
         assert_eq!(logged.len(), 6);
         assert_eq!(tail.joined(), "two | three | four | five | six");
     }

@@ -389,6 +389,37 @@ fn health_shows_no_stderr_and_secrets_are_masked_everywhere() {
 }
 
 #[test]
+fn a_relays_stream_key_is_never_shown() {
+    let daemon = Daemon::start(&fakecam_config("\"--fps\", \"10\"", "").replace(
+        "[sinks.live]",
+        "[sinks.out]\ntype = \"relay\"\nmodes = [\"on-demand\"]\n\
+         url = \"rtmp://bob:hunter22@127.0.0.1:1/live/streamkey42?token=tok-77\"\n[sinks.live]",
+    ));
+    let mut viewer = daemon.viewer("/");
+    viewer.send("start");
+    // Nothing listens there: ffmpeg fails, naming the URL.
+    daemon.wait_for("the relay's failure", Duration::from_secs(20), |d| {
+        d.log_text().contains("relay") && d.get("/api/status").1.contains("Connection refused")
+    });
+    let status = daemon.get("/api/status").1;
+    let (health, metrics, log) = (
+        daemon.get("/health").1,
+        daemon.get("/metrics").1,
+        daemon.log_text(),
+    );
+    for secret in ["hunter22", "streamkey42", "tok-77"] {
+        for (what, text) in [
+            ("/health", &health),
+            ("/api/status", &status),
+            ("/metrics", &metrics),
+            ("the log", &log),
+        ] {
+            assert!(!text.contains(secret), "{secret} in {what}: {text}");
+        }
+    }
+}
+
+#[test]
 fn sessions_end_their_streams_and_closes_are_answered() {
     let daemon = Daemon::start(&config_with_users());
     let port = daemon.port;

@@ -272,7 +272,8 @@ impl Segment {
         let stderr_tail = Tail::default();
         let stderr_task = child.stderr.take().map(|stderr| {
             let span = tracing::debug_span!("ffmpeg", segment = %stem);
-            let follow = crate::stderr::follow(stderr, stderr_tail.clone(), |line| debug!("{line}"));
+            let follow =
+                crate::stderr::follow(stderr, stderr_tail.clone(), Vec::new(), |line| debug!("{line}"));
             crate::runtime::spawn(follow.instrument(span))
         });
         info!(segment = %stem, pid = child.id(), "segment started");
