@@ -27,6 +27,8 @@ const PUBLIC: [&str; 5] = [
     "/assets/style.css",
     "/assets/login.js",
 ];
+/// Said to a browser that reached us by a name we do not answer to.
+const UNKNOWN_HOST: &str = "Unknown host name: without [auth], add it to [server] allowed_hosts";
 /// What asks a tool (VLC, curl, Home Assistant) for Basic credentials.
 const BASIC_CHALLENGE: &str = "Basic realm=\"Croissant\", charset=\"UTF-8\"";
 /// Pages a login may return to (relative to the login page, so subpaths keep working).
@@ -39,8 +41,10 @@ pub struct UpgradeHeads {
     pub cookie: Option<String>,
     /// `Authorization`
     pub authorization: Option<String>,
-    /// `Origin`
-    pub origin: Option<String>,
+    /// Every `Origin` (a browser sends one).
+    pub origins: Vec<String>,
+    /// `Referer`
+    pub referer: Option<String>,
     /// `Host`
     pub host: Option<String>,
     /// `X-Forwarded-Proto`, from a TLS proxy in front.
@@ -57,6 +61,9 @@ pub struct Guard {
     pub auth: Option<Arc<Auth>>,
     /// `[server] cors_origin`: `*` lets any page read; a single origin may also post.
     pub cors_origin: String,
+    /// `[server] allowed_hosts`: names beyond the local ones that, without `[auth]`,
+    /// browsers may reach us by.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// A refused WebSocket upgrade: status, message, and headers to send with it.
@@ -98,6 +105,42 @@ impl Guard {
         same_origin(&source, &own)
     }
 
+    /// Without `[auth]`, whether a browser reached us by a name it may: an address, or a
+    /// name only the LAN resolves. A page of any site can point its own name at our
+    /// address (DNS rebinding) and then be of "our own origin"; with `[auth]` it gets
+    /// nothing from that (the cookie stays with the real name), without it everything.
+    fn host_allowed(&self, host: Option<&str>) -> bool {
+        if self.auth.is_some() || self.allowed_hosts.iter().any(|h| h == "*") {
+            return true;
+        }
+        // No Host: HTTP/1.0 tools, never a browser.
+        let Some(host) = host.map(str::trim) else {
+            return true;
+        };
+        let name = match host.strip_prefix('[') {
+            Some(v6) => {
+                return v6
+                    .split_once(']')
+                    .is_some_and(|(a, _)| a.parse::<std::net::Ipv6Addr>().is_ok());
+            }
+            None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if name.parse::<std::net::Ipv4Addr>().is_ok() || !name.contains('.') {
+            return true;
+        }
+        const LOCAL: [&str; 7] = [
+            ".localhost",
+            ".local",
+            ".lan",
+            ".home.arpa",
+            ".internal",
+            ".localdomain",
+            ".home",
+        ];
+        LOCAL.iter().any(|suffix| name.ends_with(suffix)) || self.allowed_hosts.contains(&name)
+    }
+
     /// Checks a WebSocket upgrade. Without `[auth]`, pages of any site may watch while
     /// `cors_origin = "*"` lets them read everything else too; otherwise the page must be
     /// ours (or the configured origin), and with `[auth]` the viewer logged in. On success,
@@ -107,8 +150,23 @@ impl Guard {
             .forwarded_proto
             .as_deref()
             .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+        if !self.host_allowed(heads.host.as_deref()) {
+            return Err(Refusal {
+                status: 403,
+                error: UNKNOWN_HOST,
+                headers: Vec::new(),
+            });
+        }
         let open_reads = self.cors_origin == "*" && self.auth.is_none();
-        if !open_reads && !self.same_site(heads.origin.as_deref(), None, heads.host.as_deref(), https) {
+        // Two Origin headers are no browser's doing.
+        let allowed = heads.origins.len() <= 1
+            && self.same_site(
+                heads.origins.first().map(String::as_str),
+                heads.referer.as_deref(),
+                heads.host.as_deref(),
+                https,
+            );
+        if !open_reads && !allowed {
             return Err(Refusal {
                 status: 403,
                 error: "Cross-origin request refused",
@@ -148,6 +206,9 @@ impl tide::Middleware<AppState> for Guard {
         );
         let header =
             |req: &Request<AppState>, name: &str| req.header(name).map(|v| v.last().as_str().to_owned());
+        if !self.host_allowed(header(&req, "Host").as_deref()) && req.url().path() != "/health" {
+            return json_response(StatusCode::Forbidden, &json!({ "error": UNKNOWN_HOST }));
+        }
         if changes_state {
             let https =
                 header(&req, "X-Forwarded-Proto").is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
@@ -344,9 +405,10 @@ fn same_origin(a: &str, b: &str) -> bool {
 fn parse_origin(origin: &str) -> Option<(String, String, u16)> {
     let (scheme, authority) = origin.trim().split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
+    // A browser's Origin is its page's: http or https, never ws.
     let default_port = match scheme.as_str() {
-        "http" | "ws" => 80,
-        "https" | "wss" => 443,
+        "http" => 80,
+        "https" => 443,
         _ => return None,
     };
     let authority = authority.strip_suffix('/').unwrap_or(authority);
@@ -365,12 +427,6 @@ fn parse_origin(origin: &str) -> Option<(String, String, u16)> {
     let port = match port {
         Some(port) => port.parse().ok()?,
         None => default_port,
-    };
-    // Browsers compare schemes as the page's: a WebSocket page origin is never ws://.
-    let scheme = match scheme.as_str() {
-        "ws" => "http".to_owned(),
-        "wss" => "https".to_owned(),
-        _ => scheme,
     };
     Some((scheme, host.to_ascii_lowercase(), port))
 }
@@ -400,7 +456,40 @@ mod tests {
         Guard {
             auth: None,
             cors_origin: cors.into(),
+            allowed_hosts: vec!["cam.example.org".into()],
         }
+    }
+
+    #[test]
+    fn without_auth_browsers_must_reach_us_by_a_local_name() {
+        let open = guard("*");
+        for host in [
+            None,
+            Some("192.168.1.20:8080"),
+            Some("[fe80::1]:8080"),
+            Some("localhost:8080"),
+            Some("raspberrypi:8080"),
+            Some("raspberrypi.local"),
+            Some("cam.lan:8080"),
+            Some("cam.home.arpa"),
+            Some("CAM.EXAMPLE.ORG:8080"),
+            Some("cam.example.org."),
+        ] {
+            assert!(open.host_allowed(host), "{host:?}");
+        }
+        for host in [
+            "rebind.evil.example:8080",
+            "evil.example",
+            "[not-an-ip]:80",
+            "127.0.0.1.evil.example",
+        ] {
+            assert!(!open.host_allowed(Some(host)), "{host}");
+        }
+        let any = Guard {
+            allowed_hosts: vec!["*".into()],
+            ..guard("*")
+        };
+        assert!(any.host_allowed(Some("evil.example")));
     }
 
     #[test]
@@ -417,6 +506,7 @@ mod tests {
             "https://pi:8080",
             "http://pi:8080.evil.com",
             "http://pi",
+            "ws://pi:8080",
         ] {
             assert!(!open.same_site(Some(other), None, host, false), "{other}");
         }

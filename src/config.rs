@@ -73,6 +73,11 @@ pub struct ServerConfig {
     /// the proxy's address.
     #[serde(deserialize_with = "count::<_, 1, 1000000>")]
     pub max_connections_per_ip: usize,
+    /// Without `[auth]`, the host names (beyond IP addresses, `localhost`, one-word names
+    /// and `.local`/`.lan`/`.home.arpa`/`.internal` ones) browsers may reach the daemon by;
+    /// `"*"` for any. Keeps a web page using DNS rebinding from acting as the daemon's own.
+    #[serde(deserialize_with = "host_names")]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -87,8 +92,32 @@ impl Default for ServerConfig {
             send_timeout_seconds: 60,
             max_connections: 1024,
             max_connections_per_ip: 64,
+            allowed_hosts: Vec::new(),
         }
     }
+}
+
+/// Host names as a browser sends them in `Host` (no scheme, port or path), lowercased.
+fn host_names<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let names = Vec::<String>::deserialize(deserializer)?;
+    names
+        .into_iter()
+        .map(|name| {
+            let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+            let valid = name == "*"
+                || (!name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+            if valid {
+                Ok(name)
+            } else {
+                Err(serde::de::Error::custom(format!(
+                    "`{name}` is not a host name (write just the name, e.g. \"cam.example.com\", or \"*\" for any)"
+                )))
+            }
+        })
+        .collect()
 }
 
 /// `[storage]`

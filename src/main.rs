@@ -52,13 +52,16 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Check) = cli.command {
+        let source = &config.source;
+        // A command's own arguments decide its picture.
+        let size = match source.kind {
+            croissant::config::SourceKind::Command => String::new(),
+            _ => format!(" {}x{}@{}", source.width, source.height, source.framerate),
+        };
         println!(
-            "{}: ok (source {} {}x{}@{}, sinks: {})",
+            "{}: ok (source {}{size}, sinks: {})",
             config.origin,
-            config.source.kind_name(),
-            config.source.width,
-            config.source.height,
-            config.source.framerate,
+            source.kind_name(),
             config
                 .sinks
                 .iter()

@@ -64,6 +64,7 @@ struct StatusInner {
     restarts: u64,
     frames: u64,
     last_error: Option<String>,
+    last_reason: Option<&'static str>,
     /// When the source last went from stopped to wanted.
     run_since: Option<Instant>,
     /// Arrival times of recent frames, for fps and last-frame age.
@@ -85,8 +86,10 @@ pub struct Snapshot {
     pub fps: f64,
     /// Milliseconds since the last frame, if any came.
     pub last_frame_age_ms: Option<u64>,
-    /// Why the last run ended badly.
+    /// Why the last run ended badly, with the program's own words.
     pub last_error: Option<String>,
+    /// Why the last run ended badly, in the daemon's words only (safe to show anyone).
+    pub last_reason: Option<&'static str>,
     /// While the source should be running: milliseconds without a frame, counted from the
     /// last frame or from when it was asked to start, whichever is later.
     pub starved_ms: Option<u64>,
@@ -102,6 +105,7 @@ impl Default for Status {
                 restarts: 0,
                 frames: 0,
                 last_error: None,
+                last_reason: None,
                 run_since: None,
                 recent: VecDeque::with_capacity(RECENT),
             }),
@@ -177,6 +181,7 @@ impl Status {
                 .back()
                 .map(|t| now.duration_since(*t).as_millis() as u64),
             last_error: inner.last_error.clone(),
+            last_reason: inner.last_reason,
             starved_ms: inner.run_since.map(|since| {
                 let quiet = now.duration_since(since);
                 let quiet = match inner.recent.back() {
@@ -240,7 +245,7 @@ pub async fn supervise(config: SourceConfig, bus: Bus, status: Arc<Status>, shut
                 info!("source stopped for shutdown");
                 return;
             }
-            End::Failed(error) => {
+            End::Failed(reason, error) => {
                 if started.elapsed() >= Duration::from_secs(60) {
                     backoff.reset();
                     failing.recover();
@@ -265,6 +270,7 @@ pub async fn supervise(config: SourceConfig, bus: Bus, status: Arc<Status>, shut
                 source.status.update(|s| {
                     s.restarts += 1;
                     s.last_error = Some(error);
+                    s.last_reason = Some(reason);
                 });
                 source.status.set_state(State::Backoff, None);
                 let pause = future::or(
@@ -367,8 +373,9 @@ enum End {
     Idle,
     /// The daemon is stopping.
     Shutdown,
-    /// The process died, could not start, or stalled.
-    Failed(String),
+    /// The process died, could not start, or stalled: why in the daemon's own words (for
+    /// anyone), and the details (for the log and logged-in users).
+    Failed(&'static str, String),
 }
 
 struct Runner {
@@ -384,7 +391,10 @@ impl Runner {
     /// and stderr go to the debug log, and only its first frame is announced.
     async fn run_child(&self, argv: &[String], quiet: bool) -> End {
         let Some((program, args)) = argv.split_first() else {
-            return End::Failed("the source command is empty".into());
+            return End::Failed(
+                "the camera command is empty",
+                "the source command is empty".into(),
+            );
         };
         let spawned = Command::new(program)
             .args(args)
@@ -395,7 +405,12 @@ impl Runner {
             .spawn();
         let mut child = match spawned {
             Ok(child) => child,
-            Err(error) => return End::Failed(format!("cannot start `{program}`: {error}")),
+            Err(error) => {
+                return End::Failed(
+                    "the camera program could not be started",
+                    format!("cannot start `{program}`: {error}"),
+                );
+            }
         };
         let pid = child.id();
         self.status.set_state(State::Starting, Some(pid));
@@ -422,7 +437,10 @@ impl Runner {
             ))
         });
         let Some(stdout) = child.stdout.take() else {
-            return End::Failed("the source's stdout was not captured".into());
+            return End::Failed(
+                "the camera's output could not be read",
+                "the source's stdout was not captured".into(),
+            );
         };
 
         let reason = future::or(
@@ -451,16 +469,19 @@ impl Runner {
             Stop::Idle => End::Idle,
             Stop::Shutdown => End::Shutdown,
             Stop::Eof | Stop::Stalled => {
-                let what = if reason == Stop::Stalled {
-                    format!("no frame for {} s; restarted it", self.config.stall_seconds)
+                let (why, what) = if reason == Stop::Stalled {
+                    (
+                        "the camera stopped sending frames",
+                        format!("no frame for {} s; restarted it", self.config.stall_seconds),
+                    )
                 } else {
-                    format!("exited ({exit})")
+                    ("the camera program exited", format!("exited ({exit})"))
                 };
                 let lines = tail.joined();
                 if lines.is_empty() {
-                    End::Failed(format!("`{program}` {what}"))
+                    End::Failed(why, format!("`{program}` {what}"))
                 } else {
-                    End::Failed(format!("`{program}` {what}; last stderr: {lines}"))
+                    End::Failed(why, format!("`{program}` {what}; last stderr: {lines}"))
                 }
             }
         }

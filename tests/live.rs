@@ -230,6 +230,9 @@ type = "websocket"
     daemon.wait_for("health to turn 503", Duration::from_secs(6), |d| {
         d.get("/health").0 == 503
     });
+    daemon.wait_for("health to say why", Duration::from_secs(6), |d| {
+        d.health()["source"]["reason"] == "the camera program could not be started"
+    });
     drop(viewer);
 }
 
@@ -263,6 +266,12 @@ type = "websocket"
     let daemon = Daemon::start_in(dir, &config);
     let mut viewer = daemon.viewer("/");
     viewer.send("start");
+    // Meanwhile /health says why, in the daemon's words only.
+    daemon.wait_for("backoff with its reason", Duration::from_secs(20), |d| {
+        let health = d.health();
+        health["source"]["state"] == "backoff" && health["source"]["reason"] == "the camera program exited"
+    });
+    assert!(!daemon.get("/health").1.contains("no cameras available"));
     // Failures come after 0, 0.5, 1.5, 3.5, 7.5, 15.5 s (backoff); the seventh start works
     // at about 25.5 s.
     daemon.wait_for("the camera's return", Duration::from_secs(40), |d| {
@@ -544,7 +553,8 @@ fn the_viewer_url_can_be_overridden_and_status_describes_the_daemon() {
     viewer.frame();
     let status: serde_json::Value = serde_json::from_str(&daemon.get("/api/status").1).expect("JSON");
     assert_eq!(status["viewers"], 1);
-    assert_eq!(status["source"]["width"], 1280);
+    // A command's own arguments decide its picture: no made-up size.
+    assert!(status["source"]["width"].is_null(), "{status}");
 }
 
 #[test]

@@ -389,6 +389,57 @@ fn health_shows_no_stderr_and_secrets_are_masked_everywhere() {
 }
 
 #[test]
+fn without_auth_a_rebound_name_gets_nothing() {
+    // A page of evil.example whose name now points at the daemon (DNS rebinding) is "of
+    // the daemon's own origin" to the browser; the Host it sends gives it away.
+    let daemon = Daemon::start(&fakecam_config("\"--fps\", \"5\"", ""));
+    let port = daemon.port;
+    let as_host = |host: &str, method: &str, path: &str, extra: &str| {
+        let text = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        http(port, &text)
+    };
+    let evil = format!("rebind.evil.example:{port}");
+    for (method, path) in [
+        ("GET", "/api/status"),
+        ("GET", "/"),
+        ("GET", "/snapshot.jpg"),
+        ("POST", "/settings"),
+    ] {
+        let origin = format!("Origin: http://{evil}\r\n");
+        let (status, headers, body) = as_host(&evil, method, path, &origin);
+        assert_eq!(status, 403, "{method} {path}");
+        assert!(
+            String::from_utf8_lossy(&body).contains("allowed_hosts"),
+            "says what to do"
+        );
+        assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));
+    }
+    // The live view too.
+    match ws_with(port, &[("Host", &evil), ("Origin", &format!("http://{evil}"))]) {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // Monitoring by any name still works, and so do addresses and LAN names.
+    assert_eq!(as_host(&evil, "GET", "/health", "").0, 200);
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("raspberrypi.local:{port}"),
+        "camera".to_owned(),
+    ] {
+        assert_eq!(as_host(&host, "GET", "/api/status", "").0, 200, "{host}");
+    }
+    // A name of one's own is configured.
+    let named = Daemon::start(
+        &fakecam_config("\"--fps\", \"5\"", "")
+            .replace("[storage]", "allowed_hosts = [\"Cam.Example.org\"]\n[storage]"),
+    );
+    let text = "GET /api/status HTTP/1.1\r\nHost: cam.example.org\r\nConnection: close\r\n\r\n";
+    assert_eq!(http(named.port, text).0, 200);
+}
+
+#[test]
 fn a_relays_stream_key_is_never_shown() {
     let daemon = Daemon::start(&fakecam_config("\"--fps\", \"10\"", "").replace(
         "[sinks.live]",

@@ -231,7 +231,12 @@ impl Front {
         let heads = UpgradeHeads {
             cookie: text(header::COOKIE),
             authorization: text(header::AUTHORIZATION),
-            origin: text(header::ORIGIN),
+            origins: headers
+                .get_all(header::ORIGIN)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect(),
+            referer: text(header::REFERER),
             host: text(header::HOST),
             forwarded_proto: text(HeaderName::from_static("x-forwarded-proto")),
             client: peer.ip(),
@@ -447,6 +452,16 @@ fn json_error(status: StatusCode, error: &str) -> Response<Outgoing> {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
     response
 }
 

@@ -106,6 +106,7 @@ impl Routes {
         let guard = Guard {
             auth: state.auth.clone(),
             cors_origin: state.config.server.cors_origin.clone(),
+            allowed_hosts: state.config.server.allowed_hosts.clone(),
         };
         let headers = SecurityHeaders {
             cors,
@@ -198,6 +199,9 @@ async fn health(req: Request<AppState>) -> tide::Result {
             "wanted": wanted,
             "restarts": snap.restarts,
             "frames": snap.frames,
+            // While it waits to retry: why, in the daemon's words (the program's own
+            // output may hold addresses or credentials; /api/status shows it).
+            "reason": (snap.state == crate::source::State::Backoff).then_some(snap.last_reason).flatten(),
         },
         "last_frame_age_ms": snap.last_frame_age_ms,
         "fps": snap.fps,
@@ -224,6 +228,7 @@ async fn status(req: Request<AppState>) -> tide::Result {
         smol::unblock(move || (recordings.list(), crate::recordings::disk_space(&dir))).await;
     let current = state.recordings.current();
     let source = &state.config.source;
+    let sized_by_config = !matches!(source.kind, crate::config::SourceKind::Command);
     let user = crate::access::identity(&req);
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -238,11 +243,13 @@ async fn status(req: Request<AppState>) -> tide::Result {
             "restarts": snap.restarts,
             "frames": snap.frames,
             "fps": snap.fps,
-            "width": source.width,
-            "height": source.height,
-            "framerate": source.framerate,
+            // A command's own arguments decide its picture; the config's size is not it.
+            "width": sized_by_config.then_some(source.width),
+            "height": sized_by_config.then_some(source.height),
+            "framerate": sized_by_config.then_some(source.framerate),
             "last_frame_age_ms": snap.last_frame_age_ms,
             "last_error": snap.last_error,
+            "last_reason": snap.last_reason,
         },
         "viewers": state.viewers.load(Ordering::Relaxed),
         "problems": state

@@ -129,6 +129,7 @@ fn transient(error: &std::io::Error) -> bool {
 /// has room for it) and closes the connection. Nothing of its request is read.
 fn turn_away(stream: TcpStream) {
     const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n\
 Content-Length: 33\r\nRetry-After: 10\r\nConnection: close\r\n\r\n{\"error\":\"Too many connections\"}\n";
     let socket: Arc<smol::Async<std::net::TcpStream>> = stream.into();
     let mut raw: &std::net::TcpStream = socket.get_ref();
