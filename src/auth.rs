@@ -55,8 +55,13 @@ pub enum Role {
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// `[auth.users.<name>]`
-    #[serde(deserialize_with = "some_users")]
+    #[serde(default, deserialize_with = "user_names")]
     pub users: BTreeMap<String, UserConfig>,
+    /// More users, as `[users.<name>]` tables, in a file of their own: the package makes
+    /// one with a generated admin password, so the config file itself holds no secret
+    /// and stays the owner's to edit.
+    #[serde(default)]
+    pub users_file: Option<toml::Spanned<std::path::PathBuf>>,
     /// How long a browser stays logged in.
     #[serde(
         default = "default_session_hours",
@@ -88,13 +93,21 @@ impl fmt::Debug for UserConfig {
     }
 }
 
-fn some_users<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, UserConfig>, D::Error> {
+/// What `[auth] users_file` holds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersFile {
+    /// `[users.<name>]`
+    #[serde(default, deserialize_with = "user_names")]
+    pub users: BTreeMap<String, UserConfig>,
+}
+
+/// Said when `[auth]` ends up with nobody in it.
+pub const NO_USERS: &str =
+    "[auth] has no users: add one as [auth.users.<name>] with `role` and `password_hash`, or a users_file";
+
+fn user_names<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, UserConfig>, D::Error> {
     let users = BTreeMap::<String, UserConfig>::deserialize(d)?;
-    if users.is_empty() {
-        return Err(serde::de::Error::custom(
-            "no users: add one as [auth.users.<name>] with `role` and `password_hash`",
-        ));
-    }
     if let Some(bad) = users.keys().find(|name| name.is_empty() || name.contains(':')) {
         return Err(serde::de::Error::custom(format!(
             "user name `{bad}` must be non-empty and contain no `:`"
@@ -555,9 +568,15 @@ mod tests {
         for bad in [
             "[users.a]\nrole = \"admin\"\npassword_hash = \"hunter2\"",
             "[users.a]\nrole = \"root\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA\"",
-            "users = {}",
         ] {
             assert!(toml::from_str::<AuthConfig>(bad).is_err(), "{bad}");
         }
+        // An empty list is refused once the users file is read (see config's tests).
+        assert!(
+            toml::from_str::<AuthConfig>("users = {}")
+                .expect("parses")
+                .users
+                .is_empty()
+        );
     }
 }

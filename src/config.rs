@@ -472,9 +472,15 @@ impl Config {
         let sinks_value = table.remove("sinks");
 
         let mut errors = Vec::new();
-        let core = CoreConfig::deserialize(toml::de::Deserializer::from(Spanned::new(root_span, table)))
+        let mut core = CoreConfig::deserialize(toml::de::Deserializer::from(Spanned::new(root_span, table)))
             .map_err(|e| errors.push(locate(e.span(), e.message().to_owned())))
             .unwrap_or_default();
+        if let Some(auth) = core.auth.as_mut() {
+            let auth_at = text.find("[auth").map(|at| at..at);
+            add_users_file(auth, &mut errors, &mut |span, msg| {
+                locate(span.or(auth_at.clone()), msg)
+            });
+        }
 
         let sinks = match sinks_value {
             None => default_sinks(),
@@ -499,6 +505,53 @@ impl Config {
 }
 
 type Report<'a> = dyn FnMut(Option<std::ops::Range<usize>>, String) + 'a;
+
+/// Reads `[auth] users_file` into `auth`'s users. Mistakes in that file are reported with
+/// its own name and lines; one that cannot be read, at the key in the config (`locate`).
+fn add_users_file(
+    auth: &mut crate::auth::AuthConfig,
+    errors: &mut Vec<ConfigError>,
+    locate: &mut dyn FnMut(Option<std::ops::Range<usize>>, String) -> ConfigError,
+) {
+    let found_before = errors.len();
+    if let Some(file) = &auth.users_file {
+        let path = file.get_ref();
+        match std::fs::read_to_string(path) {
+            Err(error) => errors.push(locate(
+                Some(file.span()),
+                format!("cannot read users_file `{}`: {error}", path.display()),
+            )),
+            Ok(text) => {
+                let origin = path.display().to_string();
+                match toml::from_str::<crate::auth::UsersFile>(&text) {
+                    Err(e) => errors.push(locate_error(
+                        &text,
+                        &origin,
+                        e.span().map(|s| s.start),
+                        e.message().to_owned(),
+                    )),
+                    Ok(more) => {
+                        for (name, user) in more.users {
+                            if auth.users.contains_key(&name) {
+                                errors.push(locate_error(
+                                    &text,
+                                    &origin,
+                                    text.find(&format!("[users.{name}]")),
+                                    format!("user `{name}` is also in [auth.users] of the config"),
+                                ));
+                            } else {
+                                auth.users.insert(name, user);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if auth.users.is_empty() && errors.len() == found_before {
+        errors.push(locate(None, crate::auth::NO_USERS.to_owned()));
+    }
+}
 
 /// With no `[sinks]` at all: the set DESIGN.md describes (live view, recorder, thumbnails,
 /// retention), each with its defaults.

@@ -67,3 +67,59 @@ fn check_accepts_the_packaged_pi_config() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("rpicam"), "{stdout}");
 }
+
+#[test]
+fn users_can_live_in_a_file_of_their_own_and_its_mistakes_point_at_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("config.toml");
+    let users = dir.path().join("users.toml");
+    let hash = common::hash("s3cret");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"test-pattern\"\n[auth]\nusers_file = \"{}\"\n",
+            users.display()
+        ),
+    )
+    .expect("write");
+    let config = config.to_str().expect("utf-8 path");
+    let users_path = users.to_str().expect("utf-8 path");
+
+    let (code, _, stderr) = run(&["check", "--config", config]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{config}:4:")) && stderr.contains("cannot read users_file"),
+        "a missing file is named at the key: {stderr}"
+    );
+
+    std::fs::write(
+        &users,
+        format!("[users.admin]\nrole = \"admin\"\npassword_hash = \"{hash}\"\n"),
+    )
+    .expect("write");
+    let (code, stdout, stderr) = run(&["check", "--config", config]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ok"), "{stdout}");
+
+    std::fs::write(
+        &users,
+        format!(
+            "[users.admin]\nrole = \"admin\"\npassword_hash = \"{hash}\"\n[users.bob]\nrole = \"boss\"\n"
+        ),
+    )
+    .expect("write");
+    let (code, _, stderr) = run(&["check", "--config", config]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{users_path}:5:")),
+        "the users file's own line: {stderr}"
+    );
+
+    std::fs::write(&users, "").expect("write");
+    let (code, _, stderr) = run(&["check", "--config", config]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("no users") && stderr.contains(&format!("{config}:3:")),
+        "{stderr}"
+    );
+}
