@@ -532,15 +532,21 @@ fn add_users_file(
                     )),
                     Ok(more) => {
                         for (name, user) in more.users {
-                            if auth.users.contains_key(&name) {
-                                errors.push(locate_error(
-                                    &text,
-                                    &origin,
-                                    text.find(&format!("[users.{name}]")),
-                                    format!("user `{name}` is also in [auth.users] of the config"),
-                                ));
-                            } else {
-                                auth.users.insert(name, user);
+                            match auth.users.entry(name) {
+                                std::collections::btree_map::Entry::Occupied(taken) => {
+                                    errors.push(locate_error(
+                                        &text,
+                                        &origin,
+                                        text.find(&format!("[users.{}]", taken.key())),
+                                        format!(
+                                            "user `{}` is also in [auth.users] of the config",
+                                            taken.key()
+                                        ),
+                                    ))
+                                }
+                                std::collections::btree_map::Entry::Vacant(free) => {
+                                    free.insert(user);
+                                }
                             }
                         }
                     }
