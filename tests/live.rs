@@ -728,3 +728,32 @@ fn a_slow_viewer_gets_whole_frames_in_order_and_never_falls_far_behind() {
     // seconds old (here about 215 ms; the bound leaves room for a busy machine).
     assert!(oldest_ms < 600, "a frame was {oldest_ms} ms old when read");
 }
+
+#[test]
+fn a_camera_writing_bytes_that_are_not_text_keeps_running() {
+    // Latin-1 and a megabyte without a newline on stderr, then more lines, then frames: the
+    // daemon reads all of it (it once stopped at the first bad byte, and the camera died
+    // of SIGPIPE at its next message, over and over).
+    let dir = tempfile::tempdir().expect("dir");
+    let camera = script(
+        dir.path(),
+        "camera.sh",
+        &format!(
+            "printf 'caf\\351 latin-1\\n' >&2\nhead -c 1048576 /dev/zero | tr '\\0' B >&2\nprintf '\\nstill here\\n' >&2\nexec {} --fps 10 --width 160 --height 120\n",
+            common::FAKECAM
+        ),
+    );
+    let daemon = Daemon::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:{{port}}\"\n[storage]\ndir = \"{{dir}}\"\n\
+         [source]\nkind = \"command\"\ncommand = [\"{}\"]\n[sinks.live]\ntype = \"websocket\"\n",
+        camera.display()
+    ));
+    let mut viewer = daemon.viewer("/");
+    viewer.send("start");
+    viewer.frame();
+    let log = daemon.log_text();
+    assert!(log.contains("source: caf\u{fffd} latin-1"), "{log}");
+    assert!(log.contains("source: still here"), "{log}");
+    assert!(log.contains("[cut]") && log.len() < 200_000, "the long line is cut");
+    assert_eq!(daemon.health()["source"]["restarts"], 0);
+}
