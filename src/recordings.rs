@@ -86,6 +86,29 @@ impl Recordings {
         &self.thumbnails
     }
 
+    /// Creates the file of a segment starting at `at`, under a free stem. Made here, never
+    /// by following a name: anything already at a name (a file, a symlink, dangling or
+    /// not) makes the next name be tried, so a segment is never written outside the
+    /// directory.
+    pub fn create_segment(&self, at: SystemTime) -> std::io::Result<(String, std::fs::File)> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let base = DateTime::<Local>::from(at).format("%Y%m%d-%H%M%S").to_string();
+        let mut last_error = None;
+        for stem in std::iter::once(base.clone()).chain((1..1000).map(|n| format!("{base}-{n}"))) {
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(self.recordings.join(format!("{stem}.mp4")));
+            match created {
+                Ok(file) => return Ok((stem, file)),
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => last_error = Some(error),
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| std::io::ErrorKind::AlreadyExists.into()))
+    }
+
     /// A free stem for a segment starting at `at`.
     pub fn new_stem(&self, at: SystemTime) -> String {
         let base = DateTime::<Local>::from(at).format("%Y%m%d-%H%M%S").to_string();
@@ -322,5 +345,27 @@ mod tests {
         assert_eq!(second, format!("{first}-1"));
         assert!(second > first);
         assert!(stem_time(&second).is_some());
+    }
+
+    #[test]
+    fn a_segment_is_never_created_through_a_symlink() {
+        let dir = tempfile::tempdir().expect("dir");
+        let recordings = Recordings::new(dir.path());
+        std::fs::create_dir_all(recordings.recordings_dir()).expect("mkdir");
+        let at = SystemTime::now();
+        let planted = recordings.new_stem(at);
+        let outside = dir.path().join("outside.mp4");
+        std::os::unix::fs::symlink(
+            &outside,
+            recordings.recordings_dir().join(format!("{planted}.mp4")),
+        )
+        .expect("symlink");
+        let (stem, _file) = recordings.create_segment(at).expect("created");
+        assert_eq!(
+            stem,
+            format!("{planted}-1"),
+            "the dangling symlink's name is skipped"
+        );
+        assert!(!outside.exists(), "nothing written through it");
     }
 }

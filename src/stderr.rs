@@ -4,8 +4,6 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use futures_lite::{AsyncBufReadExt, StreamExt};
-
 /// The last lines a child wrote to stderr. Clones share the lines.
 #[derive(Debug, Clone, Default)]
 pub struct Tail(Arc<Mutex<VecDeque<String>>>);
@@ -131,9 +129,12 @@ mod tests {
         text.extend(std::iter::repeat_n(b'B', 1 << 20));
         text.extend_from_slice(b"\nafter\n");
         let mut logged = Vec::new();
-        smol::block_on(follow(futures_lite::io::Cursor::new(text), Tail::default(), Vec::new(), |l| {
-            logged.push(l.to_owned())
-        }));
+        smol::block_on(follow(
+            futures_lite::io::Cursor::new(text),
+            Tail::default(),
+            Vec::new(),
+            |l| logged.push(l.to_owned()),
+        ));
         assert_eq!(logged.len(), 4, "{logged:?}");
         assert_eq!(logged[0], "caf\u{fffd} latin-1");
         assert_eq!(logged[1], "nul\\u{0} and cr");

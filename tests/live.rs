@@ -754,6 +754,9 @@ fn a_camera_writing_bytes_that_are_not_text_keeps_running() {
     let log = daemon.log_text();
     assert!(log.contains("source: caf\u{fffd} latin-1"), "{log}");
     assert!(log.contains("source: still here"), "{log}");
-    assert!(log.contains("[cut]") && log.len() < 200_000, "the long line is cut");
+    assert!(
+        log.contains("[cut]") && log.len() < 200_000,
+        "the long line is cut"
+    );
     assert_eq!(daemon.health()["source"]["restarts"], 0);
 }

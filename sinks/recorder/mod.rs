@@ -258,16 +258,27 @@ struct Segment {
 
 impl Segment {
     fn start(config: &Config, recordings: &Recordings, at: SystemTime) -> std::io::Result<Segment> {
-        let stem = recordings.new_stem(at);
+        // The daemon makes the file and ffmpeg writes to it as its stdout, so ffmpeg never
+        // opens a path in a directory others could plant a symlink in.
+        let (stem, file) = recordings.create_segment(at)?;
         let path = recordings.recordings_dir().join(format!("{stem}.mp4"));
-        let mut child = Command::new(&config.ffmpeg)
-            .args(ffmpeg_args(config, &path))
+        let spawned = Command::new(&config.ffmpeg)
+            .args(ffmpeg_args(config))
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(file))
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run `{}`: {e}", config.ffmpeg)))?;
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot run `{}`: {e}", config.ffmpeg),
+                ));
+            }
+        };
         let stdin = child.stdin.take();
         let stderr_tail = Tail::default();
         let stderr_task = child.stderr.take().map(|stderr| {
@@ -359,8 +370,8 @@ impl Segment {
     }
 }
 
-/// The ffmpeg command line for one segment.
-fn ffmpeg_args(config: &Config, path: &std::path::Path) -> Vec<String> {
+/// The ffmpeg command line for one segment, written to its stdout.
+fn ffmpeg_args(config: &Config) -> Vec<String> {
     let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
     // The input carries each frame's arrival time; keep those timestamps as they are. The
     // track header says what the input is, so skip ffmpeg's seconds of probing, which
@@ -375,9 +386,8 @@ fn ffmpeg_args(config: &Config, path: &std::path::Path) -> Vec<String> {
     args.extend(config.extra_args.iter().cloned());
     // Each fragment goes to disk as soon as it is complete.
     args.extend(words(
-        "-flush_packets 1 -movflags +frag_keyframe+empty_moov+default_base_moof -f mp4",
+        "-flush_packets 1 -movflags +frag_keyframe+empty_moov+default_base_moof -f mp4 pipe:1",
     ));
-    args.push(path.display().to_string());
     args
 }
 
@@ -389,16 +399,12 @@ mod tests {
     fn ffmpeg_writes_fragmented_mp4_from_wallclock_stamps() {
         let config: Config = toml::from_str("").expect("defaults");
         assert_eq!((config.segment_seconds, config.codec), (300, Codec::Libx264));
-        let args = ffmpeg_args(&config, std::path::Path::new("/r/x.mp4")).join(" ");
+        let args = ffmpeg_args(&config).join(" ");
         assert!(args.contains("-f matroska -i pipe:0"));
         assert!(args.contains("+frag_keyframe+empty_moov+default_base_moof"));
-        assert!(args.ends_with("-f mp4 /r/x.mp4"));
+        assert!(args.ends_with("-f mp4 pipe:1"));
         let pi: Config = toml::from_str("codec = \"h264_v4l2m2m\"").expect("pi codec");
-        assert!(
-            ffmpeg_args(&pi, std::path::Path::new("x"))
-                .join(" ")
-                .contains("h264_v4l2m2m")
-        );
+        assert!(ffmpeg_args(&pi).join(" ").contains("h264_v4l2m2m"));
     }
 
     #[test]
