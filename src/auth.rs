@@ -327,9 +327,13 @@ impl Auth {
             .take(&client)
             .map_err(|wait| self.throttled(client, &shown_name, wait))?;
         // An address that has not failed lately is never held back by what others try: the
-        // per-user limit does not apply to it and its check goes ahead of theirs. Guessers
-        // lose that after their first wrong password.
+        // per-user limit does not apply to it and its check goes ahead of theirs. That is
+        // for one check at a time: the address counts as a guesser from the moment a check
+        // starts until it succeeds, so a burst from one new address gets one such check.
         let suspect = self.failed.contains(&client);
+        if !suspect {
+            self.failed.mark(&client);
+        }
         let mut took_user = false;
         if user.is_some() {
             match self.users.take(&name.to_owned()) {
@@ -350,28 +354,33 @@ impl Auth {
         let matches = match self.checker.check(password, hash, lane).await {
             Ok(matches) => matches,
             Err(crate::passwords::Busy::Queue) => {
-                // Nothing was checked: nothing counts.
+                // Nothing was checked: nothing counts, and the address is what it was.
                 give_back();
+                if !suspect {
+                    self.failed.forget(&client);
+                }
                 return Err(self.throttled(client, &shown_name, Duration::from_secs(1)));
             }
         };
         match user {
             Some(user) if matches => {
-                // Only failures count: the owner's own logins never use up their limits.
+                // Only failures count: the owner's own logins never use up their limits, and
+                // a typo is forgiven once the right password came.
                 give_back();
+                self.failed.forget(&client);
                 Ok(Identity {
                     name: name.to_owned(),
                     role: user.role,
                 })
             }
             _ => {
-                self.failed.mark(&client);
+                // One line per failed check, in a shape fail2ban matches (see
+                // packaging/fail2ban/); written before the wait, so a guesser who hangs up
+                // rather than wait for the answer is logged all the same.
+                tracing::warn!(client = %client, user = ?shown_name, "login failed");
                 if let Some(rest) = FAILURE_DELAY.checked_sub(started.elapsed()) {
                     smol::Timer::after(rest).await;
                 }
-                // One line per failed check, in a shape fail2ban matches (see
-                // packaging/fail2ban/).
-                tracing::warn!(client = %client, user = ?shown_name, "login failed");
                 Err(Denied::Wrong)
             }
         }
@@ -522,6 +531,18 @@ mod tests {
             // 18 guesses against a limit of 10 (refilling at one a second): once they have
             // failed, the guessers' addresses are held to it.
             assert!(held >= 4, "{held} guesses held back");
+            // A burst from a new address gets one check past the limit, not five.
+            let burst: Vec<_> = (0..5)
+                .map(|_| {
+                    let auth = auth.clone();
+                    smol::spawn(async move { auth.login("ada", "guess", ip(50)).await })
+                })
+                .collect();
+            let mut checked = 0;
+            for guess in burst {
+                checked += usize::from(guess.await == Err(Denied::Wrong));
+            }
+            assert!(checked <= 2, "{checked} of a new address's burst checked");
             assert!(
                 auth.login("ada", "s3cret", ip(1)).await.is_ok(),
                 "the owner, from an address that has not failed, gets in"

@@ -14,8 +14,12 @@ use std::thread;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 
-/// Checks waiting in one lane beyond this are refused (the caller answers "try again").
+/// Checks waiting in the guessers' lane beyond this are refused (the caller answers "try
+/// again").
 const QUEUE: usize = 8;
+/// The same for the first lane: longer, since guessers with ever new addresses compete
+/// there with the owner, and each check in it is short.
+const FIRST_QUEUE: usize = 16;
 
 /// Why a check did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,11 +132,11 @@ impl Checker {
         };
         {
             let mut lanes = self.queue.lock();
-            let waiting = match lane {
-                Lane::First => &mut lanes.first,
-                Lane::Rest => &mut lanes.rest,
+            let (waiting, room) = match lane {
+                Lane::First => (&mut lanes.first, FIRST_QUEUE),
+                Lane::Rest => (&mut lanes.rest, QUEUE),
             };
-            if waiting.len() >= QUEUE {
+            if waiting.len() >= room {
                 return Err(Busy::Queue);
             }
             waiting.push_back(job);

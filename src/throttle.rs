@@ -111,6 +111,11 @@ impl<K: Eq + Hash + Clone> Recent<K> {
         seen.insert(key.clone(), now);
     }
 
+    /// Forgets `key`.
+    pub fn forget(&self, key: &K) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
     /// Whether `key` was seen within the window.
     pub fn contains(&self, key: &K) -> bool {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());

@@ -159,10 +159,35 @@ fn guessers_are_slowed_per_address_logged_for_fail2ban_and_the_owner_gets_in() {
             );
         }
     });
+    // Then a burst from 12 addresses never seen before, all at once, the owner right behind:
+    // new addresses share the owner's lane, which holds 16 before anyone is told "busy".
+    let fresh: Vec<std::net::TcpStream> = (0..12)
+        .map(|n| connect_from(&format!("127.0.1.{}", n + 1), port).expect("connect"))
+        .collect();
+    let guess = form("ada", "fresh-guess");
+    for mut stream in &fresh {
+        stream.write_all(guess.as_bytes()).expect("send");
+    }
+    let asked = Instant::now();
+    let (status, answer) = request_from("127.0.0.9", port, &form("ada", "ada-secret"));
+    let behind_burst = asked.elapsed();
+    assert!(
+        status == 303,
+        "the owner behind a burst of new addresses: {answer}"
+    );
+    assert!(behind_burst < Duration::from_secs(2), "{behind_burst:?}");
+    for mut stream in fresh {
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 303"),
+            "a new address's guess was checked: {answer}"
+        );
+    }
     let evaluated: Vec<usize> = evaluated.into_iter().map(|e| e.into_inner()).collect();
     let refused = refused.into_inner();
     eprintln!(
-        "10 s of 40 guessers from 4 addresses: {evaluated:?} guesses checked, {refused} refused; owner waited {owner_waits:?}"
+        "10 s of 40 guessers from 4 addresses: {evaluated:?} guesses checked, {refused} refused; owner waited {owner_waits:?}, {behind_burst:?} behind 12 new addresses"
     );
     // Per address, a burst of 5, then one a second.
     assert!(
@@ -184,8 +209,13 @@ fn guessers_are_slowed_per_address_logged_for_fail2ban_and_the_owner_gets_in() {
             .count();
         assert_eq!(lines, checked, "one line per checked guess from {address}");
     }
-    let total: usize = evaluated.iter().sum();
-    assert_eq!(fail2ban_matches(&daemon.log), total);
+    // Every checked guess, the new addresses' included (logged even though they hung up).
+    let failed_lines = log.lines().filter(|l| l.contains("login failed client=")).count();
+    assert!(
+        failed_lines >= evaluated.iter().sum::<usize>() + 12,
+        "{failed_lines}"
+    );
+    assert_eq!(fail2ban_matches(&daemon.log), failed_lines);
 }
 
 /// How many lines of `log` fail2ban's own matcher takes for failed logins with the shipped
