@@ -327,15 +327,24 @@ async fn finish(mut child: Child, mut stdin: ChildStdin) {
 /// The URL for logs: scheme, host and first path segment (the application). Credentials,
 /// stream keys (often the last segment) and query strings are hidden.
 fn redacted(url: &str) -> String {
-    let base = url.split('?').next().unwrap_or(url);
+    // Anything after `?`, `#` or `;` is parameters: hidden.
+    let base = url.split(['?', '#', ';']).next().unwrap_or(url);
     let (scheme, rest) = base.split_at(base.find("://").map_or(0, |i| i + 3));
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let host = authority
         .rsplit_once('@')
         .map_or_else(|| authority.to_owned(), |(_, host)| format!("***@{host}"));
-    let mut segments = path.split('/').filter(|s| !s.is_empty());
-    let app = segments.next().map(|app| format!("/{app}")).unwrap_or_default();
-    let hidden = segments.next().is_some() || base.len() < url.len();
+    // RTMP's first path segment is the application ("live"), the rest the stream key; any
+    // other protocol's path may be the key itself.
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let rtmp = scheme.to_ascii_lowercase().starts_with("rtmp");
+    let app = match segments.first() {
+        Some(app) if rtmp && segments.len() >= 2 && !app.to_ascii_lowercase().contains("%2f") => {
+            format!("/{app}")
+        }
+        _ => String::new(),
+    };
+    let hidden = path.len() > app.len() + usize::from(path.ends_with('/')) || base.len() < url.len();
     format!("{scheme}{host}{app}{}", if hidden { "/***" } else { "" })
 }
 
@@ -345,6 +354,7 @@ fn redacted(url: &str) -> String {
 fn hidden_parts(url: &str) -> Vec<(String, String)> {
     let mut hidden = vec![(url.to_owned(), redacted(url))];
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let query = query.split('#').next().unwrap_or(query);
     let after_scheme = base.find("://").map_or(base, |i| &base[i + 3..]);
     let (authority, path) = after_scheme.split_at(after_scheme.find('/').unwrap_or(after_scheme.len()));
     let mut parts: Vec<&str> = vec![query];
@@ -357,11 +367,13 @@ fn hidden_parts(url: &str) -> Vec<(String, String)> {
         parts.push(userinfo);
         parts.extend(userinfo.split_once(':').map(|(_, password)| password));
     }
-    // Everything after the application name: the stream key.
+    // The path: the stream key, with or without the application before it.
     let path = path.trim_start_matches('/');
+    parts.push(path);
     if let Some((_, key)) = path.split_once('/') {
         parts.push(key);
     }
+    parts.extend(path.split([';', '#', '/']));
     // Short parts would mask ordinary words; keys and passwords are longer.
     hidden.extend(
         parts
@@ -434,14 +446,21 @@ mod tests {
     #[test]
     fn logs_never_show_credentials() {
         assert_eq!(redacted("rtmp://a.b/live/streamkey"), "rtmp://a.b/live/***");
-        assert_eq!(redacted("rtmp://user:pw@a.b/live"), "rtmp://***@a.b/live");
-        assert_eq!(redacted("rtsp://m:8554"), "rtsp://m:8554");
+        assert_eq!(redacted("rtmp://host/KEY5"), "rtmp://host/***");
         assert_eq!(
-            redacted("rtmps://ingest/app?key=SECRET"),
-            "rtmps://ingest/app/***"
+            redacted("rtsp://127.0.0.1:8554/KEY4;token=P4"),
+            "rtsp://127.0.0.1:8554/***"
         );
+        assert_eq!(redacted("rtmp://h/live%2FKEY6"), "rtmp://h/***");
+        assert_eq!(redacted("rtmp://h/live#KEY7"), "rtmp://h/***");
+        assert_eq!(redacted("srt://h:9000"), "srt://h:9000");
+        assert_eq!(redacted("rtmp://user:pw@a.b/live"), "rtmp://***@a.b/***");
+        assert_eq!(redacted("rtsp://m:8554"), "rtsp://m:8554");
+        assert_eq!(redacted("rtmps://ingest/app?key=SECRET"), "rtmps://ingest/***");
         // However ffmpeg quotes it, the key stays hidden.
         for url in [
+            "rtmp://a.b/streamkey42",
+            "rtsp://a.b:8554/streamkey42;token=streamkey42",
             "rtmp://a.b/live/streamkey42",
             "rtmp://bob:hunter22@a.b/live/streamkey42",
             "rtmps://ingest/app?token=streamkey42",

@@ -44,29 +44,65 @@ pub fn mask_with(text: &str, literals: &[(String, String)]) -> String {
     mask(&text)
 }
 
-/// `scheme://user:password@host` → `scheme://***@host`.
+/// `scheme://user:password@host` → `scheme://***@host`, also without a scheme (`//u:p@h`),
+/// with JSON-escaped slashes (`rtsp:\/\/u:p@h`), and with `#`, `?` or `/` inside the
+/// password. Where a path holds an `@` too, this may hide more than the credentials, never
+/// less.
 fn mask_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (before, after) = rest.split_at(at + 3);
+    while let Some((at, mark)) = next_authority(rest) {
+        let (before, after) = rest.split_at(at + mark);
         out.push_str(before);
-        // The authority ends at the first character that cannot be in it.
+        // The URL ends at whitespace or a quote.
         let end = after
-            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '"' || c == '\'')
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '<' || c == '>')
             .unwrap_or(after.len());
-        let authority = &after[..end];
-        match authority.rfind('@') {
-            Some(userinfo_end) => {
+        let url = &after[..end];
+        let userinfo_end = url.rfind('@').filter(|&at| {
+            // `host/path@x` is a path; `user:pass@host` (even `user:p/ss@host`) is not.
+            let before_at = &url[..at];
+            before_at.contains(':') || !before_at.contains(['/', '\\'])
+        });
+        match userinfo_end {
+            Some(at) => {
                 out.push_str("***");
-                out.push_str(&authority[userinfo_end..]);
+                out.push_str(&url[at..]);
             }
-            None => out.push_str(authority),
+            None => out.push_str(url),
         }
         rest = &after[end..];
     }
     out.push_str(rest);
     out
+}
+
+/// Where the next URL authority starts in `text`: the offset of its `//` (or `\/\/`) and
+/// that mark's length.
+fn next_authority(text: &str) -> Option<(usize, usize)> {
+    let mut from = 0;
+    while from < text.len() {
+        let plain = text[from..].find("//").map(|i| (from + i, 2));
+        let escaped = text[from..].find("\\/\\/").map(|i| (from + i, 4));
+        let (at, mark) = match (plain, escaped) {
+            (Some(p), Some(e)) => {
+                if e.0 < p.0 {
+                    e
+                } else {
+                    p
+                }
+            }
+            (Some(found), None) | (None, Some(found)) => found,
+            (None, None) => return None,
+        };
+        // After a scheme's colon, or where a word starts: not `a//b` inside a path.
+        let before = text[..at].chars().next_back();
+        if before.is_none_or(|c| c == ':' || c.is_whitespace() || "\"'=(<[,".contains(c)) {
+            return Some((at, mark));
+        }
+        from = at + mark;
+    }
+    None
 }
 
 fn is_word(c: char) -> bool {
@@ -128,42 +164,78 @@ fn mask_named(text: &str) -> String {
 /// After a secret name: how many bytes to keep (separator, quotes, an auth scheme), and the
 /// value to hide; `None` when no value follows.
 fn secret_value<'a>(after: &'a str, dashed: bool, name: &str) -> Option<(usize, &'a str)> {
+    let blank = |s: &str| s.len() - s.trim_start_matches([' ', '\t']).len();
     let mut kept = 0;
-    // The closing quote of a JSON or quoted key.
-    if after.starts_with(['"', '\'']) {
-        kept += 1;
+    // The closing quote of a JSON or quoted key, escaped or not.
+    for quote in ["\\\"", "\"", "'"] {
+        if after.starts_with(quote) {
+            kept += quote.len();
+            break;
+        }
     }
-    let spaces = after[kept..].len() - after[kept..].trim_start_matches([' ', '\t']).len();
-    let separated = after[kept + spaces..].starts_with(['=', ':']);
+    let quoted_key = kept > 0;
+    let spaces = blank(&after[kept..]);
+    let rest = &after[kept + spaces..];
     let bearer = name.eq_ignore_ascii_case("bearer");
-    if separated {
-        kept += spaces + 1;
-        kept += after[kept..].len() - after[kept..].trim_start_matches([' ', '\t']).len();
+    let colon = rest.starts_with(':');
+    if let Some(separator) = ["=>", "=", ":"].iter().find(|s| rest.starts_with(**s)) {
+        kept += spaces + separator.len();
+        kept += blank(&after[kept..]);
     } else if (dashed || bearer) && spaces > 0 {
         // `--password hunter2`, `Bearer abc`
         kept += spaces;
     } else {
         return None;
     }
-    let value_start = &after[kept..];
     // `Authorization: Basic abc` keeps the scheme.
-    if name.to_ascii_lowercase().ends_with("authorization")
-        && let Some(scheme_len) = value_start.find(' ')
-        && value_start[..scheme_len].chars().all(|c| c.is_ascii_alphabetic())
-        && scheme_len > 0
-    {
-        kept += scheme_len + 1;
+    if name.to_ascii_lowercase().ends_with("authorization") {
+        let value = &after[kept..];
+        let scheme = value.find([' ', '\t']).unwrap_or(0);
+        if scheme > 0 && value[..scheme].chars().all(|c| c.is_ascii_alphabetic()) {
+            kept += scheme;
+            kept += blank(&after[kept..]);
+        }
     }
-    let value_start = &after[kept..];
-    if let Some(quote) = value_start.chars().next().filter(|c| *c == '"' || *c == '\'') {
-        let inner = &value_start[1..];
-        let len = inner.find(quote).unwrap_or(inner.len());
-        return Some((kept + 1, &inner[..len]));
+    let value = &after[kept..];
+    // A quoted value, escaped quotes and all: `"a\"b"`, `\"x\"`, `'a\'b'`.
+    for (open, close) in [("\\\"", "\\\""), ("\"", "\""), ("'", "'")] {
+        if let Some(inner) = value.strip_prefix(open) {
+            return Some((kept + open.len(), &inner[..quoted_len(inner, close)]));
+        }
     }
-    let len = value_start
-        .find(|c: char| c.is_whitespace() || matches!(c, '&' | ';' | ',' | '"' | '\'' | '}' | ')' | ']'))
-        .unwrap_or(value_start.len());
-    Some((kept, &value_start[..len]))
+    // An array or object: up to its closing bracket.
+    if let Some(close) = match value.chars().next() {
+        Some('[') => Some(']'),
+        Some('{') => Some('}'),
+        _ => None,
+    } {
+        let len = value.find(close).map_or(value.len(), |i| i + 1);
+        return Some((kept, &value[..len]));
+    }
+    // `name: value` may be several words: the rest of the line (a JSON value ends at its
+    // comma or brace).
+    let len = if colon && !quoted_key {
+        value.find(['\n', '\r']).unwrap_or(value.len())
+    } else {
+        value
+            .find(|c: char| c.is_whitespace() || matches!(c, '&' | ';' | ',' | '"' | '\'' | '}' | ')' | ']'))
+            .unwrap_or(value.len())
+    };
+    Some((kept, &value[..len]))
+}
+
+/// How long a quoted value is, up to (not including) its unescaped `close`.
+fn quoted_len(inner: &str, close: &str) -> usize {
+    let mut at = 0;
+    while at < inner.len() {
+        let rest = &inner[at..];
+        if rest.starts_with(close) {
+            return at;
+        }
+        let step = if rest.starts_with('\\') { 2 } else { 1 };
+        at += rest.chars().take(step).map(char::len_utf8).sum::<usize>();
+    }
+    inner.len()
 }
 
 #[cfg(test)]
@@ -212,6 +284,26 @@ mod tests {
             ("got Bearer abc123 back", "got Bearer *** back"),
             ("key frame", "key frame"),
             ("keyframes=2 turkey=1", "keyframes=2 turkey=1"),
+            ("Authorization: Bearer  TOK", "Authorization: Bearer  ***"),
+            ("Authorization: Bearer\tTOK", "Authorization: Bearer\t***"),
+            ("authorization:Bearer  TOK", "authorization:Bearer  ***"),
+            ("Authorization:  Bearer   TOK", "Authorization:  Bearer   ***"),
+            ("{\\\"password\\\":\\\"X\\\"}", "{\\\"password\\\":\\\"***\\\"}"),
+            ("password=\\\"X\\\"", "password=\\\"***\\\""),
+            ("{\"password\":\"ab\\\"X\"}", "{\"password\":\"***\"}"),
+            ("password='a\\'X'", "password='***'"),
+            (
+                "{\"token\":null,\"password\":[\"X\"]}",
+                "{\"token\":***,\"password\":***}",
+            ),
+            ("password => X", "password => ***"),
+            ("password: two X", "password: ***"),
+            ("rtsp://admin:X#y@host/s", "rtsp://***@host/s"),
+            ("rtsp://admin:p/ss@host/s", "rtsp://***@host/s"),
+            ("rtsp://admin:X?y@host/s", "rtsp://***@host/s"),
+            ("see //admin:X@host/", "see //***@host/"),
+            ("\"rtsp:\\/\\/admin:X@host\\/s\"", "\"rtsp:\\/\\/***@host\\/s\""),
+            ("http://host/a@b and a//b@c", "http://host/a@b and a//b@c"),
         ] {
             assert_eq!(mask(said), shown, "{said}");
         }

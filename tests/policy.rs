@@ -277,7 +277,7 @@ fn a_camera_cannot_get_anyone_banned() {
         Duration::from_secs(10),
         |d| {
             let log = d.log_text();
-            log.contains("client=10.9.9.9") && log.contains("login failed client=127.0.0.1")
+            log.contains("source: WARN croissant::auth:") && log.contains("login failed client=127.0.0.1")
         },
     );
     assert_eq!(fail2ban_matches(&daemon.log), 1, "{}", daemon.log_text());
