@@ -451,6 +451,29 @@ fn without_auth_a_rebound_name_gets_nothing() {
         Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
         other => panic!("{:?}", other.map(|_| ())),
     }
+    // A target in absolute form names the host, whatever Host says (RFC 9112 §3.2.2).
+    let text = format!(
+        "GET http://{evil}/api/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(http(port, &text).0, 403);
+    // The upgrade's own 101 carries the security headers too.
+    let mut upgrade = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    upgrade
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        upgrade,
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .expect("send");
+    let mut head = [0u8; 1024];
+    let read = upgrade.read(&mut head).expect("answer");
+    let head = String::from_utf8_lossy(&head[..read]).to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 101") && head.contains("x-content-type-options: nosniff"),
+        "{head}"
+    );
     // Monitoring by any name still works, and so do addresses and LAN names.
     assert_eq!(as_host(&evil, "GET", "/health", "").0, 200);
     for host in [

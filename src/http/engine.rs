@@ -121,10 +121,18 @@ pub async fn serve_connection(
 impl Front {
     async fn respond(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: SocketAddr,
         permit: Arc<ConnectionPermit>,
     ) -> Response<Outgoing> {
+        // RFC 9112 §3.2.2: a target in absolute form names the host; the Host header is
+        // ignored, so every check below looks at the one the client asked for.
+        if let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned())
+            && let Ok(host) = HeaderValue::from_str(&authority)
+        {
+            req.headers_mut().remove(header::HOST);
+            req.headers_mut().insert(header::HOST, host);
+        }
         let path = req.uri().path().to_owned();
         let route = route_label(&path, &self.known_paths).to_owned();
         if !path.starts_with('/') || has_dot_segments(&path) {
@@ -289,6 +297,7 @@ impl Front {
         if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(&key)) {
             headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
         }
+        security_headers(headers);
         response
     }
 }
@@ -452,6 +461,12 @@ fn json_error(status: StatusCode, error: &str) -> Response<Outgoing> {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    security_headers(headers);
+    response
+}
+
+/// The headers every answer carries (the pages' own, fuller CSP replaces this one).
+fn security_headers(headers: &mut hyper::HeaderMap) {
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -462,7 +477,6 @@ fn json_error(status: StatusCode, error: &str) -> Response<Outgoing> {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
     );
-    response
 }
 
 /// Whether a raw request path contains a `..` segment, literally or percent-encoded.
