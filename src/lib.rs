@@ -33,6 +33,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod mode;
+pub mod mp4;
 pub mod net;
 pub mod passwords;
 pub mod ratelimit;
@@ -102,6 +103,9 @@ async fn daemon(config: Config) -> Result<(), Error> {
     let fd_limit = http::admission::raise_fd_limit();
 
     let recordings = Arc::new(recordings::Recordings::new(&config.storage.dir));
+    for repaired in recordings.repair() {
+        tracing::warn!("recording left by an earlier run: {repaired}");
+    }
     let metrics = Arc::new(metrics::Metrics::default());
     let admission = Arc::new(http::admission::Admission::new(
         &config.server,

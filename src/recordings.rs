@@ -22,9 +22,10 @@ pub struct Recordings {
     current: Mutex<Option<Current>>,
     /// Stems whose ffmpeg has not exited yet: the current one and any still finishing.
     open: Mutex<Vec<String>>,
-    /// Exact lengths of the segments finished by this process; older ones are estimated
-    /// from their file times.
+    /// Exact lengths of the segments finished by this process.
     lengths: Mutex<std::collections::HashMap<String, Duration>>,
+    /// Play times read from the files themselves, by stem, with the size they were read at.
+    walked: Mutex<std::collections::HashMap<String, (u64, Option<Duration>)>>,
     /// Fires when a segment starts or finishes.
     changed: Event,
 }
@@ -72,6 +73,7 @@ impl Recordings {
             current: Mutex::new(None),
             open: Mutex::new(Vec::new()),
             lengths: Mutex::new(std::collections::HashMap::new()),
+            walked: Mutex::new(std::collections::HashMap::new()),
             changed: Event::new(),
         }
     }
@@ -155,6 +157,55 @@ impl Recordings {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(stem);
+        self.walked.lock().unwrap_or_else(|p| p.into_inner()).remove(stem);
+    }
+
+    /// At start-up, before anything records: segments an earlier run left cut off (ffmpeg
+    /// or the daemon killed, the power gone) lose their partial last fragment, and those
+    /// with no complete fragment at all, which no player can open, are removed. Returns
+    /// what was done, one line per file.
+    pub fn repair(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.recordings) else {
+            return Vec::new();
+        };
+        let mut done = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            let Some(name) = entry.file_name().into_string().ok() else {
+                continue;
+            };
+            if segment_stem(&name).is_none() || !entry.metadata().is_ok_and(|m| m.is_file()) {
+                continue;
+            }
+            match crate::mp4::settle(&entry.path()) {
+                Ok(crate::mp4::Settled::Whole) => {}
+                Ok(crate::mp4::Settled::Truncated { from, to }) => done.push(format!(
+                    "{name}: cut-off last fragment removed ({from} -> {to} bytes)"
+                )),
+                Ok(crate::mp4::Settled::Removed) => {
+                    done.push(format!("{name}: no complete fragment; removed"))
+                }
+                Err(error) => done.push(format!("{name}: cannot check: {error}")),
+            }
+        }
+        done
+    }
+
+    /// The play time of a finished segment file of `len` bytes, read from its boxes once.
+    fn walked_duration(&self, stem: &str, len: u64) -> Option<Duration> {
+        if let Some((at_len, duration)) = self.walked.lock().unwrap_or_else(|p| p.into_inner()).get(stem)
+            && *at_len == len
+        {
+            return *duration;
+        }
+        let duration = std::fs::File::open(self.recordings.join(format!("{stem}.mp4")))
+            .and_then(|file| crate::mp4::summarize(&file))
+            .ok()
+            .and_then(|summary| summary.duration);
+        self.walked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(stem.to_owned(), (len, duration));
+        duration
     }
 
     /// Whether `stem` is still being written (or finished) by an ffmpeg.
@@ -202,7 +253,14 @@ impl Recordings {
                     .unwrap_or_else(|p| p.into_inner())
                     .get(&stem)
                     .copied();
+                // A finished file says itself how long it plays; only the one being written
+                // is timed by the clock.
                 let duration = known
+                    .or_else(|| {
+                        (!in_progress)
+                            .then(|| self.walked_duration(&stem, meta.len()))
+                            .flatten()
+                    })
                     .unwrap_or_else(|| end.duration_since(start).unwrap_or(Duration::ZERO))
                     .as_secs_f64();
                 Some(Segment {

@@ -62,7 +62,30 @@ fn version_and_help() {
 
 #[test]
 fn check_accepts_the_packaged_pi_config() {
-    let packaged = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.toml");
+    // With the users file the package makes at install, here in a temporary directory.
+    let dir = tempfile::tempdir().expect("dir");
+    let users = dir.path().join("users.toml");
+    std::fs::write(
+        &users,
+        format!(
+            "[users.admin]\nrole = \"admin\"\npassword_hash = \"{}\"\n",
+            common::hash("pw")
+        ),
+    )
+    .expect("write");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.toml"))
+        .expect("the packaged config");
+    assert!(
+        text.contains("users_file = \"/etc/croissant/users.toml\""),
+        "{text}"
+    );
+    let packaged = dir.path().join("config.toml");
+    std::fs::write(
+        &packaged,
+        text.replace("/etc/croissant/users.toml", &users.display().to_string()),
+    )
+    .expect("write");
+    let packaged = packaged.to_str().expect("utf-8 path");
     let (code, stdout, stderr) = run(&["check", "--config", packaged]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("rpicam"), "{stdout}");

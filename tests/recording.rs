@@ -554,3 +554,94 @@ fn range_requests_and_hostile_names() {
         );
     }
 }
+
+#[test]
+fn an_encoder_killed_before_its_first_fragment_leaves_no_unplayable_file() {
+    let mut daemon = Daemon::start(&config_with(10, 30));
+    switch(&daemon, "continuous");
+    // Kill each new segment's ffmpeg well before its first fragment (2 s) is written.
+    for round in 0..3 {
+        let segment = loop {
+            let listed = replays(&daemon);
+            if let Some(current) = listed.iter().find(|s| s["in_progress"] == true) {
+                break current["filename"].as_str().expect("name").to_owned();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let ffmpeg = loop {
+            let found = children_of(daemon.pid()).into_iter().find(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "ffmpeg")
+            });
+            if let Some(pid) = found {
+                break pid;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // Once ffmpeg has written its header (ftyp, moov), and before the first fragment.
+        let file = recordings_dir(&daemon).join(&segment);
+        daemon.wait_for("the segment's header", Duration::from_secs(5), |_| {
+            std::fs::metadata(&file).is_ok_and(|m| m.len() > 0)
+        });
+        let header = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        signal_pid(ffmpeg, Signal::KILL);
+        eprintln!("round {round}: {header} bytes when killed");
+        daemon.wait_for("the next segment", Duration::from_secs(15), |d| {
+            replays(d)
+                .iter()
+                .any(|s| s["in_progress"] == true && s["filename"] != segment.as_str())
+        });
+        eprintln!("round {round}: killed the ffmpeg of {segment}");
+    }
+    let every_file_plays = |daemon: &Daemon| {
+        for entry in std::fs::read_dir(recordings_dir(daemon)).expect("recordings") {
+            let path = entry.expect("entry").path();
+            let listed = replays(daemon);
+            let in_progress = listed.iter().any(|s| {
+                s["in_progress"] == true
+                    && path
+                        .file_name()
+                        .is_some_and(|n| s["filename"] == n.to_string_lossy().as_ref())
+            });
+            if !in_progress {
+                let (frames, errors) = decode(&path);
+                assert!(frames > 0, "{} has no frame: {errors}", path.display());
+            }
+        }
+    };
+    every_file_plays(&daemon);
+    // A file cut off by a killed daemon, and one with no fragment at all, as a power cut
+    // leaves them: after a restart the first plays to its last whole fragment, the second
+    // is gone.
+    let dir = recordings_dir(&daemon);
+    daemon.wait_for(
+        "a few fragments in the current segment",
+        Duration::from_secs(20),
+        |d| {
+            replays(d)
+                .iter()
+                .any(|s| s["in_progress"] == true && s["bytes"].as_u64() > Some(40_000))
+        },
+    );
+    let current = replays(&daemon)
+        .into_iter()
+        .find(|s| s["in_progress"] == true)
+        .expect("the current segment");
+    let bytes = std::fs::read(dir.join(current["filename"].as_str().expect("name"))).expect("read");
+    std::fs::write(dir.join("20200101-000000.mp4"), &bytes[..800.min(bytes.len())]).expect("write");
+    std::fs::write(dir.join("20200101-000500.mp4"), &bytes[..bytes.len() - 700]).expect("write");
+    daemon.signal(Signal::TERM);
+    daemon.wait_exit(Duration::from_secs(20)).expect("exit");
+    let storage = std::mem::replace(&mut daemon.dir, tempfile::TempDir::new().expect("dir"));
+    let daemon = Daemon::start_in(storage, &config_with(10, 30));
+    assert!(
+        !dir.join("20200101-000000.mp4").exists(),
+        "the file with no fragment is removed"
+    );
+    let (frames, errors) = decode(&dir.join("20200101-000500.mp4"));
+    assert!(frames > 0 && errors.is_empty(), "the cut file plays: {errors}");
+    assert!(daemon.log_text().contains("no complete fragment; removed"));
+    every_file_plays(&daemon);
+    for listed in replays(&daemon) {
+        assert!(listed["duration"].as_f64() > Some(0.0), "{listed}");
+    }
+}

@@ -352,14 +352,25 @@ impl Segment {
             .await;
         }
         let tail = self.stderr_tail.joined();
+        // A file no player can open (ffmpeg died before its first fragment, or could not
+        // write at all) would only be a broken entry in the gallery; a cut-off last write
+        // is cut away, so what is listed plays to its end.
+        let path = self.path.clone();
+        let settled = smol::unblock(move || crate::mp4::settle(&path)).await;
+        match settled {
+            Ok(crate::mp4::Settled::Removed) => {
+                warn!(segment = %self.stem, "segment holds no complete fragment; removed")
+            }
+            Ok(crate::mp4::Settled::Truncated { from, to }) => {
+                warn!(segment = %self.stem, from, to, "cut-off last fragment removed")
+            }
+            Ok(crate::mp4::Settled::Whole) => {}
+            Err(error) => warn!(segment = %self.stem, %error, "cannot check the segment"),
+        }
         let bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         if bytes > 0 {
             stats.segments.fetch_add(1, Ordering::Relaxed);
             stats.bytes.fetch_add(bytes, Ordering::Relaxed);
-        } else {
-            // ffmpeg failed before writing anything (a full disk, say): an empty file
-            // would only show up as a broken entry in the gallery.
-            let _ = std::fs::remove_file(&self.path);
         }
         match status {
             Ok(status) if status.success() => info!(segment = %self.stem, bytes, "segment finished"),

@@ -1,0 +1,328 @@
+//! A quick walk over a fragmented MP4's boxes, reading headers and the small `moof` boxes
+//! only, never the media: how many fragments the file holds complete, where the last one
+//! ends, and how long they play.
+//!
+//! The recorder's segments are `ftyp`, an empty `moov`, then one `moof` + `mdat` pair per
+//! fragment (a keyframe every 2 s). ffmpeg killed mid-write, or a power cut, leaves a
+//! partial pair at the end; killed before its first fragment, a file with no frame at all,
+//! which no player can open. The walk tells both apart without decoding anything.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+/// What a walk found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Summary {
+    /// `moof` + `mdat` pairs wholly in the file.
+    pub fragments: usize,
+    /// Where the last complete box ends: anything after it is a cut-off write.
+    pub complete_len: u64,
+    /// Bytes in the file.
+    pub len: u64,
+    /// Play time of the complete fragments, by their own timestamps.
+    pub duration: Option<Duration>,
+}
+
+impl Summary {
+    /// Whether a player can show anything of it.
+    pub fn playable(&self) -> bool {
+        self.fragments > 0
+    }
+}
+
+/// What [`settle`] did to a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Nothing to do.
+    Whole,
+    /// A cut-off write at the end was cut away.
+    Truncated {
+        /// Bytes before.
+        from: u64,
+        /// Bytes after.
+        to: u64,
+    },
+    /// No complete fragment: the file was removed.
+    Removed,
+}
+
+/// Leaves a finished segment playable to its last complete fragment: a partial write at
+/// the end is cut away (what a player would stop at anyway), and a file with no complete
+/// fragment is removed.
+pub fn settle(path: &std::path::Path) -> io::Result<Settled> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let summary = summarize(&file)?;
+    if !summary.playable() {
+        drop(file);
+        std::fs::remove_file(path)?;
+        return Ok(Settled::Removed);
+    }
+    if summary.complete_len < summary.len {
+        file.set_len(summary.complete_len)?;
+        return Ok(Settled::Truncated {
+            from: summary.len,
+            to: summary.complete_len,
+        });
+    }
+    Ok(Settled::Whole)
+}
+
+/// `moof` boxes larger than this are not ours (ours hold one track's sample table).
+const MAX_MOOF: u64 = 1 << 20;
+
+/// Walks the boxes of `file`.
+pub fn summarize(file: &File) -> io::Result<Summary> {
+    let len = file.metadata()?.len();
+    let mut summary = Summary {
+        len,
+        ..Summary::default()
+    };
+    let mut timescale = None;
+    let mut first_start = None;
+    let mut end = None;
+    // The fragment whose `moof` was read and whose `mdat` is still to come.
+    let mut pending: Option<(u64, u64)> = None;
+    let mut at = 0;
+    while let Some((kind, size, header)) = box_at(file, at, len)? {
+        if at + size > len {
+            break;
+        }
+        match &kind {
+            b"moov" => {
+                let body = read(file, at + header, size - header)?;
+                timescale = media_timescale(&body);
+            }
+            b"moof" if size <= MAX_MOOF => {
+                let body = read(file, at + header, size - header)?;
+                pending = fragment_times(&body);
+            }
+            b"mdat" => {
+                if let Some((start, duration)) = pending.take() {
+                    summary.fragments += 1;
+                    first_start.get_or_insert(start);
+                    end = Some(start + duration);
+                }
+            }
+            _ => {}
+        }
+        at += size;
+        // A fragment is whole once its `mdat` is; a `moof` alone is not yet.
+        if pending.is_none() {
+            summary.complete_len = at;
+        }
+    }
+    if let (Some(scale), Some(first), Some(end)) = (timescale, first_start, end)
+        && scale > 0
+    {
+        summary.duration = Some(Duration::from_secs_f64(
+            end.saturating_sub(first) as f64 / f64::from(scale),
+        ));
+    }
+    Ok(summary)
+}
+
+/// The box at `at`: its type, total size and header size; `None` at the end of the file or
+/// where no box header fits.
+fn box_at(file: &File, at: u64, len: u64) -> io::Result<Option<([u8; 4], u64, u64)>> {
+    if at + 8 > len {
+        return Ok(None);
+    }
+    let head = read(file, at, 8)?;
+    let kind = [head[4], head[5], head[6], head[7]];
+    let (size, header) = match u32::from_be_bytes([head[0], head[1], head[2], head[3]]) {
+        0 => (len - at, 8),
+        1 => {
+            if at + 16 > len {
+                return Ok(None);
+            }
+            let large = read(file, at + 8, 8)?;
+            (u64::from_be_bytes(large.try_into().unwrap_or_default()), 16)
+        }
+        size => (u64::from(size), 8),
+    };
+    if size < header {
+        return Ok(None);
+    }
+    Ok(Some((kind, size, header)))
+}
+
+fn read(file: &File, at: u64, len: u64) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; usize::try_from(len).map_err(|_| io::ErrorKind::InvalidData)?];
+    file.read_exact_at(&mut buf, at)?;
+    Ok(buf)
+}
+
+/// The children of a box's content: (type, content).
+fn children(mut body: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
+    std::iter::from_fn(move || {
+        if body.len() < 8 {
+            return None;
+        }
+        let size = u32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize;
+        let kind = [body[4], body[5], body[6], body[7]];
+        if size < 8 || size > body.len() {
+            return None;
+        }
+        let content = &body[8..size];
+        body = &body[size..];
+        Some((kind, content))
+    })
+}
+
+fn child<'a>(body: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
+    children(body).find(|(k, _)| k == kind).map(|(_, c)| c)
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn be64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// The first track's `mdhd` time scale, from `moov`'s content.
+fn media_timescale(moov: &[u8]) -> Option<u32> {
+    let mdhd = child(child(child(moov, b"trak")?, b"mdia")?, b"mdhd")?;
+    // version 1 has 64-bit creation and modification times.
+    match mdhd.first()? {
+        1 => be32(mdhd, 20),
+        _ => be32(mdhd, 12),
+    }
+}
+
+/// A fragment's start (`tfdt`) and the sum of its samples' durations, in media time
+/// units, from `moof`'s content.
+fn fragment_times(moof: &[u8]) -> Option<(u64, u64)> {
+    let traf = child(moof, b"traf")?;
+    let tfhd = child(traf, b"tfhd")?;
+    let tfhd_flags = be32(tfhd, 0)? & 0x00ff_ffff;
+    // tfhd: version+flags, track id, then the optional fields in this order.
+    let mut at = 8;
+    if tfhd_flags & 0x01 != 0 {
+        at += 8; // base data offset
+    }
+    if tfhd_flags & 0x02 != 0 {
+        at += 4; // sample description index
+    }
+    let default_duration = (tfhd_flags & 0x08 != 0).then(|| be32(tfhd, at)).flatten();
+    let tfdt = child(traf, b"tfdt")?;
+    let start = match tfdt.first()? {
+        1 => be64(tfdt, 4)?,
+        _ => u64::from(be32(tfdt, 4)?),
+    };
+    let mut duration = 0u64;
+    for (kind, trun) in children(traf) {
+        if &kind != b"trun" {
+            continue;
+        }
+        let flags = be32(trun, 0)? & 0x00ff_ffff;
+        let count = be32(trun, 4)? as usize;
+        let mut at = 8;
+        if flags & 0x001 != 0 {
+            at += 4; // data offset
+        }
+        if flags & 0x004 != 0 {
+            at += 4; // first sample flags
+        }
+        let per_sample = [0x100, 0x200, 0x400, 0x800]
+            .iter()
+            .filter(|bit| flags & **bit != 0)
+            .count()
+            * 4;
+        for n in 0..count {
+            let sample = if flags & 0x100 != 0 {
+                be32(trun, at + n * per_sample)?
+            } else {
+                default_duration?
+            };
+            duration += u64::from(sample);
+        }
+    }
+    Some((start, duration))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn boxed(kind: &[u8; 4], content: &[u8]) -> Vec<u8> {
+        let mut out = ((content.len() + 8) as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(content);
+        out
+    }
+
+    fn full(version: u8, flags: u32, rest: &[u8]) -> Vec<u8> {
+        let mut out = (u32::from(version) << 24 | flags).to_be_bytes().to_vec();
+        out.extend_from_slice(rest);
+        out
+    }
+
+    /// ftyp, a moov with a 90 kHz track, then `fragments` fragments of 30 samples of 3000.
+    fn segment(fragments: u64) -> Vec<u8> {
+        let mut mdhd = [0u8; 20];
+        mdhd[8..12].copy_from_slice(&90_000u32.to_be_bytes());
+        let moov = boxed(
+            b"moov",
+            &boxed(b"trak", &boxed(b"mdia", &boxed(b"mdhd", &full(0, 0, &mdhd)))),
+        );
+        let mut out = boxed(b"ftyp", b"isom\0\0\x02\0");
+        out.extend(moov);
+        for n in 0..fragments {
+            let tfhd = boxed(
+                b"tfhd",
+                &full(0, 0x08 | 0x02_0000, &[0, 0, 0, 1, 0, 0, 0x0b, 0xb8]),
+            );
+            let tfdt = boxed(b"tfdt", &full(1, 0, &(n * 90_000).to_be_bytes()));
+            let mut trun = 30u32.to_be_bytes().to_vec();
+            trun.extend(std::iter::repeat_n([0u8, 0, 0x10, 0], 30).flatten()); // sizes only
+            let trun = boxed(b"trun", &full(0, 0x200, &trun));
+            let traf = boxed(b"traf", &[tfhd, tfdt, trun].concat());
+            out.extend(boxed(b"moof", &traf));
+            out.extend(boxed(b"mdat", &[7u8; 100]));
+        }
+        out
+    }
+
+    fn walk(bytes: &[u8]) -> Summary {
+        let mut file = tempfile::tempfile().expect("file");
+        file.write_all(bytes).expect("write");
+        summarize(&file).expect("walk")
+    }
+
+    #[test]
+    fn counts_whole_fragments_and_their_play_time() {
+        let whole = segment(3);
+        let summary = walk(&whole);
+        assert_eq!(summary.fragments, 3);
+        assert_eq!(summary.complete_len, whole.len() as u64);
+        assert_eq!(summary.duration, Some(Duration::from_secs(3)));
+        assert!(summary.playable());
+    }
+
+    #[test]
+    fn a_cut_off_write_is_found_and_a_file_with_no_fragment_is_unplayable() {
+        let whole = segment(3);
+        let two = segment(2).len();
+        for cut in [two + 10, two + 200, whole.len() - 1] {
+            let summary = walk(&whole[..cut]);
+            assert_eq!(summary.fragments, 2, "cut at {cut}");
+            assert_eq!(summary.complete_len, two as u64, "cut at {cut}");
+            assert_eq!(summary.duration, Some(Duration::from_secs(2)));
+        }
+        let empty = segment(0);
+        for cut in [0, 5, empty.len(), empty.len() + 30] {
+            let bytes = &segment(1)[..cut];
+            assert!(!walk(bytes).playable(), "cut at {cut}");
+        }
+    }
+}
