@@ -585,10 +585,13 @@ fn an_encoder_killed_before_its_first_fragment_leaves_no_unplayable_file() {
         let header = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         signal_pid(ffmpeg, Signal::KILL);
         eprintln!("round {round}: {header} bytes when killed");
+        // The next segment's ffmpeg (its file may take the same name, now free again).
         daemon.wait_for("the next segment", Duration::from_secs(15), |d| {
-            replays(d)
-                .iter()
-                .any(|s| s["in_progress"] == true && s["filename"] != segment.as_str())
+            children_of(d.pid()).into_iter().any(|pid| {
+                pid != ffmpeg
+                    && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .is_ok_and(|c| c.trim() == "ffmpeg")
+            })
         });
         eprintln!("round {round}: killed the ffmpeg of {segment}");
     }

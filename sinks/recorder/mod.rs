@@ -240,6 +240,9 @@ impl Recorder {
 /// failing instead of flapping between the two.
 const HEALTHY_AFTER: Duration = Duration::from_secs(5);
 
+/// Why the recorder is failing when ffmpeg took frames and left nothing playable.
+const CANNOT_WRITE: &str = "a segment could not be written (is the disk full?)";
+
 /// One ffmpeg child writing one MP4 file.
 struct Segment {
     stem: String,
@@ -258,14 +261,17 @@ struct Segment {
 
 impl Segment {
     fn start(config: &Config, recordings: &Recordings, at: SystemTime) -> std::io::Result<Segment> {
-        // The daemon makes the file and ffmpeg writes to it as its stdout, so ffmpeg never
-        // opens a path in a directory others could plant a symlink in.
+        // The daemon makes the file (never through a symlink: a name already taken, even
+        // by a dangling one, is skipped), then ffmpeg overwrites it. Writing to the
+        // daemon's descriptor instead would hide a full disk: ffmpeg ignores the error of
+        // its last write there, and exits as if all went well.
         let (stem, file) = recordings.create_segment(at)?;
+        drop(file);
         let path = recordings.recordings_dir().join(format!("{stem}.mp4"));
         let spawned = Command::new(&config.ffmpeg)
-            .args(ffmpeg_args(config))
+            .args(ffmpeg_args(config, &path))
             .stdin(Stdio::piped())
-            .stdout(Stdio::from(file))
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn();
@@ -359,12 +365,26 @@ impl Segment {
         let settled = smol::unblock(move || crate::mp4::settle(&path)).await;
         match settled {
             Ok(crate::mp4::Settled::Removed) => {
-                warn!(segment = %self.stem, "segment holds no complete fragment; removed")
+                warn!(segment = %self.stem, stderr = %tail, "segment holds no complete fragment; removed");
+                // Frames went in and nothing playable came out: ffmpeg could not write
+                // (a full disk makes it fail only at its last write, and exit as if fine).
+                if self.frames > 0 && self.opened.elapsed() >= Duration::from_secs(1) {
+                    stats.set_problem(Some(Problem {
+                        reason: CANNOT_WRITE.into(),
+                        detail: tail.clone(),
+                    }));
+                    stats.restarts.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            Ok(crate::mp4::Settled::Truncated { from, to }) => {
-                warn!(segment = %self.stem, from, to, "cut-off last fragment removed")
+            Ok(kept) => {
+                if let crate::mp4::Settled::Truncated { from, to } = kept {
+                    warn!(segment = %self.stem, from, to, "cut-off last fragment removed");
+                }
+                // A segment that plays means writing works again.
+                if stats.problem().is_some_and(|p| p.reason == CANNOT_WRITE) {
+                    stats.set_problem(None);
+                }
             }
-            Ok(crate::mp4::Settled::Whole) => {}
             Err(error) => warn!(segment = %self.stem, %error, "cannot check the segment"),
         }
         let bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
@@ -381,8 +401,8 @@ impl Segment {
     }
 }
 
-/// The ffmpeg command line for one segment, written to its stdout.
-fn ffmpeg_args(config: &Config) -> Vec<String> {
+/// The ffmpeg command line for one segment, written to `path` (which exists, empty).
+fn ffmpeg_args(config: &Config, path: &std::path::Path) -> Vec<String> {
     let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
     // The input carries each frame's arrival time; keep those timestamps as they are. The
     // track header says what the input is, so skip ffmpeg's seconds of probing, which
@@ -397,8 +417,10 @@ fn ffmpeg_args(config: &Config) -> Vec<String> {
     args.extend(config.extra_args.iter().cloned());
     // Each fragment goes to disk as soon as it is complete.
     args.extend(words(
-        "-flush_packets 1 -movflags +frag_keyframe+empty_moov+default_base_moof -f mp4 pipe:1",
+        "-flush_packets 1 -movflags +frag_keyframe+empty_moov+default_base_moof -f mp4",
     ));
+    args.push("-y".into());
+    args.push(format!("file:{}", path.display()));
     args
 }
 
@@ -410,12 +432,16 @@ mod tests {
     fn ffmpeg_writes_fragmented_mp4_from_wallclock_stamps() {
         let config: Config = toml::from_str("").expect("defaults");
         assert_eq!((config.segment_seconds, config.codec), (300, Codec::Libx264));
-        let args = ffmpeg_args(&config).join(" ");
+        let args = ffmpeg_args(&config, std::path::Path::new("/r/x.mp4")).join(" ");
         assert!(args.contains("-f matroska -i pipe:0"));
         assert!(args.contains("+frag_keyframe+empty_moov+default_base_moof"));
-        assert!(args.ends_with("-f mp4 pipe:1"));
+        assert!(args.ends_with("-f mp4 -y file:/r/x.mp4"));
         let pi: Config = toml::from_str("codec = \"h264_v4l2m2m\"").expect("pi codec");
-        assert!(ffmpeg_args(&pi).join(" ").contains("h264_v4l2m2m"));
+        assert!(
+            ffmpeg_args(&pi, std::path::Path::new("x"))
+                .join(" ")
+                .contains("h264_v4l2m2m")
+        );
     }
 
     #[test]
