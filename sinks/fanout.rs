@@ -325,7 +325,8 @@ impl Seat {
 
     /// From the viewer's task: finishes what the shard could not write, then the newest
     /// frame the viewer missed meanwhile, waiting for the socket as long as it takes.
-    /// Returns once nothing is left, or the socket failed.
+    /// Returns once nothing is left, or the socket failed. Dropped half-way through a frame,
+    /// it leaves the rest of that frame (and the turn) with the seat, for [`Seat::finish`].
     pub async fn catch_up(&self, ctx: &SinkContext) -> io::Result<()> {
         loop {
             let rest = {
@@ -345,8 +346,7 @@ impl Seat {
                 }
             };
             if let Some(rest) = rest {
-                self.write_rest(&rest.message, rest.written, ctx.send_timeout)
-                    .await?;
+                self.write_rest(rest, ctx.send_timeout).await?;
                 ctx.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -364,26 +364,94 @@ impl Seat {
                 continue;
             }
             self.begun.store(seq + 1, Ordering::Relaxed);
-            self.write_rest(&message, 0, ctx.send_timeout).await?;
-            drop(turn);
+            let rest = Rest {
+                message,
+                written: 0,
+                _turn: turn,
+            };
+            self.write_rest(rest, ctx.send_timeout).await?;
             ctx.stats.delivered.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Writes the rest of `message`; fails with `TimedOut` when the socket takes nothing
-    /// for `stall` (a viewer that stopped reading gives its place back).
-    async fn write_rest(&self, message: &Message, mut written: usize, stall: Duration) -> io::Result<()> {
-        while written < message.len() {
+    /// Before a close message: stops taking frames and writes the rest of a frame already
+    /// begun, so the close does not land inside it (a viewer's library would read it as part
+    /// of the frame and never see the close). Fails if the socket is broken or takes nothing
+    /// for `stall`; then nothing more should be written to it.
+    pub async fn finish(&self, stall: Duration) -> io::Result<()> {
+        {
+            let mut work = lock(&self.work);
+            work.newer = None;
+            if let Some(error) = work.failed.take() {
+                work.failed = Some(error.kind().into());
+                return Err(error);
+            }
+            // A shard that has not yet seen the viewer leave writes nothing from now on.
+            work.failed = Some(io::ErrorKind::NotConnected.into());
+        }
+        loop {
+            let rest = lock(&self.work).rest.take();
+            match rest {
+                Some(rest) if rest.written > 0 => self.write_rest(rest, stall).await?,
+                Some(untouched) => drop(untouched),
+                None => {
+                    // A shard may be writing a frame this moment. Once the turn is free
+                    // nothing is half-written; if it leaves a rest instead, it rings.
+                    let free = async { Ok(Some(self.writer.turn().await)) };
+                    let rang = async {
+                        self.work_waiting().await;
+                        Ok(None)
+                    };
+                    if within(stall, futures_lite::future::or(free, rang))
+                        .await?
+                        .is_some()
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the rest of a frame; fails with `TimedOut` when the socket takes nothing for
+    /// `stall` (a viewer that stopped reading gives its place back). If this is dropped
+    /// before the frame is whole, what is left goes back to the seat.
+    async fn write_rest(&self, rest: Rest, stall: Duration) -> io::Result<()> {
+        let mut writing = Writing {
+            seat: self,
+            rest: Some(rest),
+        };
+        while let Some(rest) = writing.rest.as_mut()
+            && rest.written < rest.message.len()
+        {
+            let (message, written) = (&rest.message, rest.written);
             let write = self
                 .writer
                 .socket()
                 .write_with(|socket| message.write_from(socket, written));
             match within(stall, write).await? {
                 0 => return Err(io::ErrorKind::WriteZero.into()),
-                n => written += n,
+                n => rest.written += n,
             }
         }
+        writing.rest = None;
         Ok(())
+    }
+}
+
+/// A frame on its way to the socket, for [`Seat::write_rest`].
+struct Writing<'a> {
+    seat: &'a Seat,
+    rest: Option<Rest>,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        if let Some(rest) = self.rest.take()
+            && rest.written > 0
+        {
+            lock(&self.seat.work).rest = Some(rest);
+        }
     }
 }
 

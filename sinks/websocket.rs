@@ -128,12 +128,15 @@ enum Event {
 }
 
 /// What a viewer is told when the daemon stops.
-const GOING_AWAY: Control = Control::Closed(Some((CloseCode::Away, "server shutting down")));
+const GOING_AWAY: Control = Control::Closed(Ending::Close((CloseCode::Away, "server shutting down")));
 /// What a viewer is told when the login session it came with ends (logout, expiry).
-const SESSION_ENDED: Control = Control::Closed(Some((CloseCode::Policy, "session ended; log in again")));
+const SESSION_ENDED: Control =
+    Control::Closed(Ending::Close((CloseCode::Policy, "session ended; log in again")));
 /// A connection must send its first `start` within this long, or give its socket back.
 /// Until then it is not a viewer (it takes no place among `max_viewers`).
 const START_WITHIN: (Duration, &str) = (Duration::from_secs(10), "no start within 10 s");
+/// How long the end of a frame and the close message may take to go out.
+const CLOSE_WITHIN: Duration = Duration::from_secs(1);
 /// After `stop`, a connection is no viewer either, and must start again within this long.
 /// (Pages close their socket when they stop; a tool may pause and resume on the same one.)
 const RESTART_WITHIN: (Duration, &str) = (Duration::from_secs(60), "no start within 60 s of stop");
@@ -157,7 +160,7 @@ impl Endings<'_> {
 
 /// What a connection that did not ask for frames in time is told.
 fn no_start(reason: &'static str) -> Control {
-    Control::Closed(Some((CloseCode::Policy, reason)))
+    Control::Closed(Ending::Close((CloseCode::Policy, reason)))
 }
 
 impl Endings<'_> {
@@ -204,7 +207,7 @@ impl Endings<'_> {
 
 /// The viewer's next message, or an ending, whichever comes first.
 async fn next_control(control: &async_channel::Receiver<Control>, endings: &Endings<'_>) -> Control {
-    let message = async { control.recv().await.unwrap_or(Control::Closed(None)) };
+    let message = async { control.recv().await.unwrap_or(Control::Closed(Ending::Broken)) };
     // Endings first, so a viewer that never stops sending cannot keep them from being seen.
     future::or(endings.wait(), message).await
 }
@@ -213,8 +216,18 @@ async fn next_control(control: &async_channel::Receiver<Control>, endings: &Endi
 enum Control {
     Start,
     Stop,
-    /// The connection is over; with a close status to send, if any.
-    Closed(Option<(CloseCode, &'static str)>),
+    /// The connection is over.
+    Closed(Ending),
+}
+
+/// How a connection ends.
+enum Ending {
+    /// With our close message, saying why.
+    Close((CloseCode, &'static str)),
+    /// The viewer closed; tungstenite has queued the answering close.
+    Answer,
+    /// The connection broke: nothing more can be written on it.
+    Broken,
 }
 
 /// Reads the viewer's messages: `start` and `stop` (anything else is ignored, as the
@@ -233,20 +246,20 @@ async fn read_controls(
             Some(Ok(Message::Close(_))) => {
                 // tungstenite has queued its answering Close (RFC 6455 §5.5.1); it goes out
                 // on the next read, which then sees the end of the connection.
-                let _ = out.send(Control::Closed(None)).await;
+                let _ = out.send(Control::Closed(Ending::Answer)).await;
                 continue;
             }
-            None => Control::Closed(None),
+            None => Control::Closed(Ending::Broken),
             Some(Ok(_)) => continue,
             Some(Err(error)) => {
                 debug!(%error, "viewer connection failed");
                 use async_tungstenite::tungstenite::Error;
                 Control::Closed(match error {
-                    Error::Capacity(_) => Some((CloseCode::Size, "message too large")),
-                    Error::Utf8(_) => Some((CloseCode::Invalid, "text is not UTF-8")),
-                    Error::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
+                    Error::Capacity(_) => Ending::Close((CloseCode::Size, "message too large")),
+                    Error::Utf8(_) => Ending::Close((CloseCode::Invalid, "text is not UTF-8")),
+                    Error::Protocol(_) => Ending::Close((CloseCode::Protocol, "protocol error")),
                     // The connection itself broke: nothing can be said on it.
-                    _ => None,
+                    _ => Ending::Broken,
                 })
             }
         };
@@ -283,7 +296,7 @@ impl WebSocketSink {
         let mut watched = false;
         let mut slow = RateLimit::new(Duration::from_secs(30));
         let mut last_dropped = 0;
-        let close = loop {
+        let ending = loop {
             // A viewer slower than the camera always has work waiting; look at its messages
             // and at the endings first, so `stop`, logout and going-away still get through.
             let pending = endings.now().or_else(|| control.try_recv().ok());
@@ -316,7 +329,7 @@ impl WebSocketSink {
                             Ok(Ok(())) => break Ok(()),
                             Ok(Err(error)) => {
                                 debug!(%error, "send failed");
-                                break Err(None);
+                                break Err(Ending::Broken);
                             }
                             Err(Control::Stop) => self.stop(&seat, &mut slot, &mut endings),
                             Err(Control::Start) => {}
@@ -334,11 +347,11 @@ impl WebSocketSink {
                 }
                 Event::Control(Control::Start) if slot.is_none() => {
                     if !self.ctx.is_enabled() {
-                        break Some((CloseCode::Policy, "live view is off in this mode"));
+                        break Ending::Close((CloseCode::Policy, "live view is off in this mode"));
                     }
                     let Some(taken) = self.ctx.viewer() else {
                         self.refused();
-                        break Some((CloseCode::Again, TOO_MANY_VIEWERS));
+                        break Ending::Close((CloseCode::Again, TOO_MANY_VIEWERS));
                     };
                     info!(viewers = taken.total(), "viewer started watching");
                     slot = Some(taken);
@@ -354,18 +367,28 @@ impl WebSocketSink {
         if slot.is_some() {
             self.fanout.leave(&seat);
         }
-        // A frame cut short leaves the connection good only for closing, which is next.
+        // A frame begun is finished first: a close inside it would never be read as one.
+        let closing = !matches!(ending, Ending::Broken) && seat.finish(CLOSE_WITHIN).await.is_ok();
         seat.abandon();
-        let frame = close.map(|(code, reason)| CloseFrame {
-            code,
-            reason: reason.into(),
-        });
-        let _ = future::or(async { tx.close(frame).await.ok() }, async {
-            smol::Timer::after(Duration::from_secs(1)).await;
-            None
-        })
-        .await;
-        drop(reader);
+        if closing {
+            let close = async {
+                if let Ending::Close((code, reason)) = ending {
+                    let frame = CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    };
+                    let _ = tx.close(Some(frame)).await;
+                }
+                // The reading side sends the answer to the viewer's close, and sees the
+                // viewer's answer to ours; then the connection is done (RFC 6455 §7.1.1).
+                drop(control);
+                reader.await;
+            };
+            let late = async {
+                smol::Timer::after(CLOSE_WITHIN).await;
+            };
+            future::or(close, late).await;
+        }
         let left = slot.take().is_some();
         if left {
             info!(viewers = self.ctx.viewers.load(Ordering::Relaxed), "viewer left");

@@ -680,6 +680,43 @@ fn pings_from_a_viewer_behind_on_reading_never_split_a_frame() {
 }
 
 #[test]
+fn a_viewer_behind_on_reading_that_closes_gets_the_close_after_whole_frames() {
+    // A client that closes while the daemon is half-way through a frame must get the rest of
+    // that frame and then the answering close (RFC 6455 §5.5.1); a close written inside the
+    // frame is read as frame bytes, and the client reports 1006 after its close timeout.
+    let daemon = start_with_hd_camera();
+    for round in 0..3 {
+        let mut viewer = daemon.viewer("/");
+        viewer.send("start");
+        viewer.frame();
+        // Fall behind until the socket is full and a frame is half written, then close.
+        std::thread::sleep(Duration::from_millis(700));
+        viewer.ws.close(None).expect("send close");
+        let mut frames = 0;
+        let answer = loop {
+            match viewer.next() {
+                Ok(Message::Binary(jpeg)) => {
+                    let whole = jpeg.starts_with(&[0xFF, 0xD8]) && jpeg.ends_with(&[0xFF, 0xD9]);
+                    assert!(whole, "round {round}: a frame arrived cut");
+                    frames += 1;
+                }
+                Ok(Message::Close(answer)) => break answer,
+                other => panic!("round {round}: no close after {frames} frames: {other:?}"),
+            }
+        };
+        assert!(
+            frames > 0,
+            "round {round}: the socket was full when the close went out"
+        );
+        assert!(answer.is_none(), "round {round}: an answering close: {answer:?}");
+        assert!(
+            matches!(viewer.next(), Err(tungstenite::Error::ConnectionClosed)),
+            "round {round}: the close handshake completed"
+        );
+    }
+}
+
+#[test]
 fn a_slow_viewer_gets_whole_frames_in_order_and_never_falls_far_behind() {
     let daemon = start_with_hd_camera();
     let mut slow = daemon.viewer("/");
