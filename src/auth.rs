@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::passwords::{Checker, Lane};
 use crate::shutdown::{Ending, Signal, Trigger};
-use crate::throttle::{Recent, Throttle};
+use crate::throttle::{Failures, Throttle};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "croissant_session";
@@ -32,8 +32,12 @@ const CLIENT_BURST: u32 = 5;
 /// Failed checks for one user (from anywhere) before addresses that failed lately are held
 /// to one a second for that user.
 const USER_BURST: u32 = 10;
-/// How long an address that failed a login counts as a guesser.
+/// How long an address's failed logins are remembered (after its last one).
 const SUSPECT_FOR: Duration = Duration::from_secs(600);
+/// Failed logins an address may have lately and still not count as a guesser: the owner's
+/// typo or two. So each address gets this many wrong checks, and one more, past the per-user
+/// limit (per [`SUSPECT_FOR`]); a guesser with many addresses gains that, and no more.
+const FORGIVEN_FAILURES: u32 = 2;
 /// Remembered Basic credentials at most, and for how long.
 const MAX_BASIC: usize = 64;
 const BASIC_TTL: Duration = Duration::from_secs(300);
@@ -174,8 +178,8 @@ pub struct Auth {
     clients: Throttle<IpAddr>,
     /// Failed checks per configured user, however many addresses they come from.
     users: Throttle<String>,
-    /// Addresses that failed a login in the last [`SUSPECT_FOR`].
-    failed: Recent<IpAddr>,
+    /// Failed logins per address (checks under way count until they succeed).
+    failed: Failures<IpAddr>,
 }
 
 /// Checked against for unknown users, so their failures take as long as wrong passwords.
@@ -210,7 +214,7 @@ impl Auth {
             checker,
             clients: Throttle::new(CLIENT_BURST, 1.0),
             users: Throttle::new(USER_BURST, 1.0),
-            failed: Recent::new(SUSPECT_FOR),
+            failed: Failures::new(SUSPECT_FOR),
         })
     }
 
@@ -326,14 +330,11 @@ impl Auth {
         self.clients
             .take(&client)
             .map_err(|wait| self.throttled(client, &shown_name, wait))?;
-        // An address that has not failed lately is never held back by what others try: the
-        // per-user limit does not apply to it and its check goes ahead of theirs. That is
-        // for one check at a time: the address counts as a guesser from the moment a check
-        // starts until it succeeds, so a burst from one new address gets one such check.
-        let suspect = self.failed.contains(&client);
-        if !suspect {
-            self.failed.mark(&client);
-        }
+        // An address that has (almost) not failed lately is never held back by what others
+        // try: the per-user limit does not apply to it and its check goes ahead of theirs.
+        // A check counts as a failure from the moment it starts until it succeeds, so a
+        // burst from one new address gets no more such checks than a typing owner.
+        let suspect = self.failed.add(&client) > FORGIVEN_FAILURES;
         let mut took_user = false;
         if user.is_some() {
             match self.users.take(&name.to_owned()) {
@@ -356,9 +357,7 @@ impl Auth {
             Err(crate::passwords::Busy::Queue) => {
                 // Nothing was checked: nothing counts, and the address is what it was.
                 give_back();
-                if !suspect {
-                    self.failed.forget(&client);
-                }
+                self.failed.take_back(&client);
                 return Err(self.throttled(client, &shown_name, Duration::from_secs(1)));
             }
         };
@@ -517,7 +516,7 @@ mod tests {
         smol::block_on(async {
             // Enough failures for ada, from several addresses, to spend her per-user limit.
             let mut held = 0;
-            for _ in 0..3 {
+            for _ in 0..5 {
                 let guesses: Vec<_> = (0..6u8)
                     .map(|n| {
                         let auth = auth.clone();
@@ -528,10 +527,11 @@ mod tests {
                     held += usize::from(matches!(guess.await, Err(Denied::Throttled(_))));
                 }
             }
-            // 18 guesses against a limit of 10 (refilling at one a second): once they have
-            // failed, the guessers' addresses are held to it.
+            // 30 guesses against a limit of 10 (refilling at one a second): once they have
+            // failed three times, the guessers' addresses are held to it.
             assert!(held >= 4, "{held} guesses held back");
-            // A burst from a new address gets one check past the limit, not five.
+            // A burst from a new address gets three checks past the limit (as many as an
+            // owner with two typos), not five.
             let burst: Vec<_> = (0..5)
                 .map(|_| {
                     let auth = auth.clone();
@@ -542,7 +542,7 @@ mod tests {
             for guess in burst {
                 checked += usize::from(guess.await == Err(Denied::Wrong));
             }
-            assert!(checked <= 2, "{checked} of a new address's burst checked");
+            assert!(checked <= 3, "{checked} of a new address's burst checked");
             assert!(
                 auth.login("ada", "s3cret", ip(1)).await.is_ok(),
                 "the owner, from an address that has not failed, gets in"

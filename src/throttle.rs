@@ -1,6 +1,7 @@
 //! Password guessing, slowed per client address and per user: each may have a few checks
-//! at once, then one a second; and which addresses failed lately. Without it, forty parallel connections made 28 to 60
-//! guesses a second and a real login waited seconds behind them.
+//! at once, then one a second; and how often each address failed lately. Without it, forty
+//! parallel connections made 28 to 60 guesses a second and a real login waited seconds
+//! behind them.
 //!
 //! Each key has a bucket of `burst` checks that refills at `per_second`. The table of
 //! buckets is bounded: when it is full, buckets that have refilled (which say nothing any
@@ -79,47 +80,62 @@ impl<K: Eq + Hash + Clone> Throttle<K> {
     }
 }
 
-/// Keys seen within a window: the addresses that failed a login lately. Bounded like the
-/// buckets: when full, entries past the window go, and if none has, the oldest.
+/// Failed checks per key within a window (since the key's last failure): how many logins
+/// an address got wrong lately. Bounded like the buckets: when full, entries past the
+/// window go, and if none has, the oldest.
 #[derive(Debug)]
-pub struct Recent<K> {
+pub struct Failures<K> {
     window: Duration,
-    seen: Mutex<HashMap<K, Instant>>,
+    counts: Mutex<HashMap<K, (u32, Instant)>>,
 }
 
-impl<K: Eq + Hash + Clone> Recent<K> {
-    /// Remembers keys for `window`.
+impl<K: Eq + Hash + Clone> Failures<K> {
+    /// Remembers failures for `window` after the last one.
     pub fn new(window: Duration) -> Self {
-        Recent {
+        Failures {
             window,
-            seen: Mutex::new(HashMap::new()),
+            counts: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Notes `key` as seen now.
-    pub fn mark(&self, key: &K) {
+    /// Counts one more for `key`; returns how many there were before it.
+    pub fn add(&self, key: &K) -> u32 {
         let now = Instant::now();
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() >= MAX_KEYS && !seen.contains_key(key) {
-            seen.retain(|_, at| now.duration_since(*at) < self.window);
-            if seen.len() >= MAX_KEYS
-                && let Some(oldest) = seen.iter().min_by_key(|(_, at)| **at).map(|(k, _)| k.clone())
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.len() >= MAX_KEYS && !counts.contains_key(key) {
+            counts.retain(|_, (_, at)| now.duration_since(*at) < self.window);
+            if counts.len() >= MAX_KEYS
+                && let Some(oldest) = counts
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(k, _)| k.clone())
             {
-                seen.remove(&oldest);
+                counts.remove(&oldest);
             }
         }
-        seen.insert(key.clone(), now);
+        let entry = counts.entry(key.clone()).or_insert((0, now));
+        if now.duration_since(entry.1) >= self.window {
+            entry.0 = 0;
+        }
+        let before = entry.0;
+        *entry = (before.saturating_add(1), now);
+        before
     }
 
-    /// Forgets `key`.
+    /// Takes back one counted for `key` (it turned out not to be a failure).
+    pub fn take_back(&self, key: &K) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = counts.get_mut(key) {
+            entry.0 = entry.0.saturating_sub(1);
+            if entry.0 == 0 {
+                counts.remove(key);
+            }
+        }
+    }
+
+    /// Forgets every failure of `key`.
     pub fn forget(&self, key: &K) {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
-    }
-
-    /// Whether `key` was seen within the window.
-    pub fn contains(&self, key: &K) -> bool {
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.get(key).is_some_and(|at| at.elapsed() < self.window)
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 }
 
@@ -151,18 +167,22 @@ mod tests {
     }
 
     #[test]
-    fn recent_keys_are_remembered_for_the_window_and_bounded() {
-        let recent = Recent::new(Duration::from_millis(50));
-        recent.mark(&1);
-        assert!(recent.contains(&1));
-        assert!(!recent.contains(&2));
+    fn failures_are_counted_for_the_window_and_bounded() {
+        let failures = Failures::new(Duration::from_millis(50));
+        assert_eq!(failures.add(&1), 0);
+        assert_eq!(failures.add(&1), 1);
+        failures.take_back(&1);
+        assert_eq!(failures.add(&1), 1, "one taken back");
+        assert_eq!(failures.add(&2), 0, "each key its own count");
         std::thread::sleep(Duration::from_millis(60));
-        assert!(!recent.contains(&1), "forgotten after the window");
-        let recent = Recent::new(Duration::from_secs(60));
+        assert_eq!(failures.add(&1), 0, "forgotten after the window");
+        failures.forget(&1);
+        assert_eq!(failures.add(&1), 0, "forgotten");
+        let failures = Failures::new(Duration::from_secs(60));
         for key in 0..(MAX_KEYS * 2) {
-            recent.mark(&key);
+            failures.add(&key);
         }
-        assert!(recent.seen.lock().expect("lock").len() <= MAX_KEYS);
-        assert!(recent.contains(&(MAX_KEYS * 2 - 1)), "the newest stays");
+        assert!(failures.counts.lock().expect("lock").len() <= MAX_KEYS);
+        assert_eq!(failures.add(&(MAX_KEYS * 2 - 1)), 1, "the newest stays");
     }
 }

@@ -147,9 +147,20 @@ fn guessers_are_slowed_per_address_logged_for_fail2ban_and_the_owner_gets_in() {
                 }
             });
         }
-        // Meanwhile the owner logs in from elsewhere, now and then.
+        // Meanwhile the owner logs in from elsewhere, now and then, mistyping the password
+        // first (up to twice) on some of the tries: a typo is forgiven, whatever the
+        // guessers have done to the account's own limit.
+        let mut round = 0;
         while started.elapsed() < attack {
             std::thread::sleep(Duration::from_millis(1500));
+            round += 1;
+            for _ in 0..round % 3 {
+                let (status, answer) = request_from("127.0.0.9", port, &form("ada", "ada-secert"));
+                assert!(
+                    status == 303 && !answer.contains("croissant_session="),
+                    "the owner's typo: {answer}"
+                );
+            }
             let asked = Instant::now();
             let (status, answer) = request_from("127.0.0.9", port, &form("ada", "ada-secret"));
             owner_waits.push(asked.elapsed());
