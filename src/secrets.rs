@@ -6,16 +6,21 @@
 
 /// Names whose values are secrets, as a whole name or as its last part (`access_token`,
 /// `stream-key`, `clientSecret`).
-const SECRET_NAMES: [&str; 17] = [
+const SECRET_NAMES: [&str; 24] = [
     "password",
+    "passwords",
     "passwd",
     "pass",
     "pwd",
     "passphrase",
     "secret",
+    "secrets",
     "token",
+    "tokens",
     "key",
+    "keys",
     "apikey",
+    "privatekey",
     "auth",
     "authorization",
     "credential",
@@ -24,6 +29,9 @@ const SECRET_NAMES: [&str; 17] = [
     "signature",
     "bearer",
     "cookie",
+    "jwt",
+    // SRT's stream id often carries a publishing key (`streamid=#!::r=live,...`).
+    "streamid",
 ];
 
 /// `text` with URL credentials (`scheme://user:password@`) and named secrets (`password=x`,
@@ -216,6 +224,12 @@ fn secret_value<'a>(after: &'a str, dashed: bool, name: &str) -> Option<(usize, 
     // comma or brace).
     let len = if colon && !quoted_key {
         value.find(['\n', '\r']).unwrap_or(value.len())
+    } else if name.to_ascii_lowercase().ends_with("streamid") {
+        // SRT's access control syntax has commas and colons of its own: up to the next
+        // URL parameter.
+        value
+            .find(|c: char| c.is_whitespace() || matches!(c, '&' | '"' | '\''))
+            .unwrap_or(value.len())
     } else {
         value
             .find(|c: char| c.is_whitespace() || matches!(c, '&' | ';' | ',' | '"' | '\'' | '}' | ')' | ']'))
@@ -297,6 +311,10 @@ mod tests {
                 "{\"token\":***,\"password\":***}",
             ),
             ("password => X", "password => ***"),
+            ("srt://h:9000?streamid=#!::r=live,m=publish", "srt://h:9000?streamid=***"),
+            ("private_key=X jwt=Y", "private_key=*** jwt=***"),
+            ("privateKey: X", "privateKey: ***"),
+            ("passwords=X", "passwords=***"),
             ("password: two X", "password: ***"),
             ("rtsp://admin:X#y@host/s", "rtsp://***@host/s"),
             ("rtsp://admin:p/ss@host/s", "rtsp://***@host/s"),
