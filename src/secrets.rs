@@ -311,7 +311,10 @@ mod tests {
                 "{\"token\":***,\"password\":***}",
             ),
             ("password => X", "password => ***"),
-            ("srt://h:9000?streamid=#!::r=live,m=publish", "srt://h:9000?streamid=***"),
+            (
+                "srt://h:9000?streamid=#!::r=live,m=publish",
+                "srt://h:9000?streamid=***",
+            ),
             ("private_key=X jwt=Y", "private_key=*** jwt=***"),
             ("privateKey: X", "privateKey: ***"),
             ("passwords=X", "passwords=***"),
