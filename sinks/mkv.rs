@@ -58,6 +58,11 @@ impl Muxer {
         Self::default()
     }
 
+    /// The timestamp (milliseconds since the first frame) of the last frame muxed.
+    pub fn last_ms(&self) -> Option<u64> {
+        self.last_ms
+    }
+
     /// The bytes that carry `jpeg`, arrived at `at`: the stream header before the first
     /// frame, a cluster header when one is due, then the frame's block.
     pub fn frame(&mut self, jpeg: &[u8], at: SystemTime) -> Vec<u8> {

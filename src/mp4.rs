@@ -23,6 +23,8 @@ pub struct Summary {
     pub len: u64,
     /// Play time of the complete fragments, by their own timestamps.
     pub duration: Option<Duration>,
+    /// Where the complete fragments end on the media timeline (see [`Walk::end`]).
+    pub end: Option<Duration>,
 }
 
 impl Summary {
@@ -51,7 +53,7 @@ pub enum Settled {
 /// Leaves a finished segment playable to its last complete fragment: a partial write at
 /// the end is cut away (what a player would stop at anyway), and a file with no complete
 /// fragment is removed.
-pub fn settle(path: &std::path::Path) -> io::Result<Settled> {
+pub fn settle(path: &std::path::Path) -> io::Result<(Settled, Summary)> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -62,16 +64,17 @@ pub fn settle(path: &std::path::Path) -> io::Result<Settled> {
     if !summary.playable() {
         drop(file);
         std::fs::remove_file(path)?;
-        return Ok(Settled::Removed);
+        return Ok((Settled::Removed, summary));
     }
     if summary.complete_len < summary.len {
         file.set_len(summary.complete_len)?;
-        return Ok(Settled::Truncated {
+        let settled = Settled::Truncated {
             from: summary.len,
             to: summary.complete_len,
-        });
+        };
+        return Ok((settled, summary));
     }
-    Ok(Settled::Whole)
+    Ok((Settled::Whole, summary))
 }
 
 /// `moof` boxes larger than this are not ours (ours hold one track's sample table).
@@ -79,53 +82,89 @@ const MAX_MOOF: u64 = 1 << 20;
 
 /// Walks the boxes of `file`.
 pub fn summarize(file: &File) -> io::Result<Summary> {
-    let len = file.metadata()?.len();
-    let mut summary = Summary {
-        len,
-        ..Summary::default()
-    };
-    let mut timescale = None;
-    let mut first_start = None;
-    let mut end = None;
-    // The fragment whose `moof` was read and whose `mdat` is still to come.
-    let mut pending: Option<(u64, u64)> = None;
-    let mut at = 0;
-    while let Some((kind, size, header)) = box_at(file, at, len)? {
-        if at + size > len {
-            break;
-        }
-        match &kind {
-            b"moov" => {
-                let body = read(file, at + header, size - header)?;
-                timescale = media_timescale(&body);
+    let mut walk = Walk::default();
+    walk.advance(file)?;
+    Ok(walk.summary())
+}
+
+/// A walk over a file that may still be growing: [`Walk::advance`] goes on from where the
+/// last call stopped, over what was written since. The recorder uses it to learn which
+/// frames its encoder has safely in the file.
+#[derive(Debug, Default, Clone)]
+pub struct Walk {
+    /// Where the next box starts.
+    at: u64,
+    len: u64,
+    complete_len: u64,
+    fragments: usize,
+    timescale: Option<u32>,
+    first_start: Option<u64>,
+    end: Option<u64>,
+    /// The fragment whose `moof` was read and whose `mdat` is still to come.
+    pending: Option<(u64, u64)>,
+}
+
+impl Walk {
+    /// Walks the boxes written since the last call.
+    pub fn advance(&mut self, file: &File) -> io::Result<()> {
+        let len = file.metadata()?.len();
+        self.len = len;
+        while let Some((kind, size, header)) = box_at(file, self.at, len)? {
+            if self.at + size > len {
+                break;
             }
-            b"moof" if size <= MAX_MOOF => {
-                let body = read(file, at + header, size - header)?;
-                pending = fragment_times(&body);
-            }
-            b"mdat" => {
-                if let Some((start, duration)) = pending.take() {
-                    summary.fragments += 1;
-                    first_start.get_or_insert(start);
-                    end = Some(start + duration);
+            match &kind {
+                b"moov" => {
+                    let body = read(file, self.at + header, size - header)?;
+                    self.timescale = media_timescale(&body);
                 }
+                b"moof" if size <= MAX_MOOF => {
+                    let body = read(file, self.at + header, size - header)?;
+                    self.pending = fragment_times(&body);
+                }
+                b"mdat" => {
+                    if let Some((start, duration)) = self.pending.take() {
+                        self.fragments += 1;
+                        self.first_start.get_or_insert(start);
+                        self.end = Some(start + duration);
+                    }
+                }
+                _ => {}
             }
-            _ => {}
+            self.at += size;
+            // A fragment is whole once its `mdat` is; a `moof` alone is not yet.
+            if self.pending.is_none() {
+                self.complete_len = self.at;
+            }
         }
-        at += size;
-        // A fragment is whole once its `mdat` is; a `moof` alone is not yet.
-        if pending.is_none() {
-            summary.complete_len = at;
+        Ok(())
+    }
+
+    /// Where the complete fragments end on the media timeline (from its zero, which is
+    /// the first frame's time): every frame before it is in the file.
+    pub fn end(&self) -> Option<Duration> {
+        self.seconds(self.end?)
+    }
+
+    fn seconds(&self, ticks: u64) -> Option<Duration> {
+        let scale = self.timescale.filter(|s| *s > 0)?;
+        Some(Duration::from_secs_f64(ticks as f64 / f64::from(scale)))
+    }
+
+    /// What the walk found so far.
+    pub fn summary(&self) -> Summary {
+        let duration = match (self.first_start, self.end) {
+            (Some(first), Some(end)) => self.seconds(end.saturating_sub(first)),
+            _ => None,
+        };
+        Summary {
+            fragments: self.fragments,
+            complete_len: self.complete_len,
+            len: self.len,
+            duration,
+            end: self.end(),
         }
     }
-    if let (Some(scale), Some(first), Some(end)) = (timescale, first_start, end)
-        && scale > 0
-    {
-        summary.duration = Some(Duration::from_secs_f64(
-            end.saturating_sub(first) as f64 / f64::from(scale),
-        ));
-    }
-    Ok(summary)
 }
 
 /// The box at `at`: its type, total size and header size; `None` at the end of the file or

@@ -176,7 +176,7 @@ impl Recordings {
             if segment_stem(&name).is_none() || !entry.metadata().is_ok_and(|m| m.is_file()) {
                 continue;
             }
-            match crate::mp4::settle(&entry.path()) {
+            match crate::mp4::settle(&entry.path()).map(|(settled, _)| settled) {
                 Ok(crate::mp4::Settled::Whole) => {}
                 Ok(crate::mp4::Settled::Truncated { from, to }) => done.push(format!(
                     "{name}: cut-off last fragment removed ({from} -> {to} bytes)"

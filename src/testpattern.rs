@@ -56,6 +56,34 @@ pub fn render_noisy(
     encode(&canvas, comment)
 }
 
+/// A `width` x `height` JPEG of 16 full-height bars, white for each set bit of `number`
+/// (most significant first): a picture that still says which frame it was after lossy
+/// re-encoding (tests decode recordings scaled down to 16x1 pixels and read the bits).
+pub fn barcode(number: u16, width: u32, height: u32) -> Vec<u8> {
+    let (w, h) = (width.clamp(16, 8192), height.clamp(16, 8192));
+    let mut canvas = Canvas::new(w, h);
+    for x in 0..w {
+        let bit = 15 - (x * 16 / w);
+        let level = if number >> bit & 1 == 1 { 255 } else { 0 };
+        for y in 0..h {
+            let at = ((y * w + x) * 3) as usize;
+            canvas.pixels[at..at + 3].fill(level);
+        }
+    }
+    encode(&canvas, None)
+}
+
+/// Reads [`barcode`]'s number back from 16 gray levels (one per bar).
+pub fn read_barcode(bars: &[u8]) -> Option<u16> {
+    if bars.len() != 16 {
+        return None;
+    }
+    Some(
+        bars.iter()
+            .fold(0u16, |n, level| n << 1 | u16::from(*level >= 128)),
+    )
+}
+
 fn encode(canvas: &Canvas, comment: Option<&[u8]>) -> Vec<u8> {
     let mut jpeg = Vec::with_capacity(canvas.pixels.len() / 10);
     // Sizes are clamped to 8192, which fits u16.

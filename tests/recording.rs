@@ -648,3 +648,141 @@ fn an_encoder_killed_before_its_first_fragment_leaves_no_unplayable_file() {
         assert!(listed["duration"].as_f64() > Some(0.0), "{listed}");
     }
 }
+
+/// The recorder's ffmpeg, once there is one other than those in `not`.
+fn recorder_ffmpeg(daemon: &Daemon, not: &[i32]) -> i32 {
+    let mut found = None;
+    daemon.wait_for("the recorder's ffmpeg", Duration::from_secs(15), |d| {
+        found = children_of(d.pid()).into_iter().find(|pid| {
+            !not.contains(pid)
+                && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "ffmpeg")
+        });
+        found.is_some()
+    });
+    found.unwrap_or_default()
+}
+
+/// The camera frame numbers a recording holds, in order: fakecam's `--barcode` frames,
+/// decoded by a real ffmpeg and read from their bars.
+fn frame_numbers(path: &Path) -> Vec<u16> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-fps_mode", "passthrough", "-vf", "scale=16:1:flags=area"])
+        .args(["-pix_fmt", "gray", "-f", "rawvideo", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(
+        out.status.success(),
+        "{} ({:?} bytes): {}",
+        path.display(),
+        std::fs::metadata(path).map(|m| m.len()),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+        .chunks(16)
+        .map(|bars| croissant::testpattern::read_barcode(bars).expect("16 bars"))
+        .collect()
+}
+
+/// The file's own timestamps of its frames, in seconds.
+fn frame_times(path: &Path) -> Vec<f64> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "packet=pts_time", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn an_encoder_killed_mid_segment_loses_no_frame() {
+    // Frames that say their own number, so the recordings show which camera frames they
+    // hold; 2 s fragments in 6 s segments.
+    let config = config_with(100, 6).replace(r#""--height", "240"]"#, r#""--height", "240", "--barcode"]"#);
+    let mut daemon = Daemon::start(&config);
+    switch(&daemon, "continuous");
+    let mut killed = Vec::new();
+    // Three times within a segment's first fragment (its file then holds nothing), twice
+    // within its second (the file holds the first).
+    let mut finished = Vec::new();
+    for into in [0.3, 1.0, 1.9, 2.3, 3.1] {
+        loop {
+            let ffmpeg = recorder_ffmpeg(&daemon, &[&killed[..], &finished[..]].concat());
+            let started = Instant::now();
+            // Into the segment this ffmpeg writes (it starts with the segment).
+            std::thread::sleep(Duration::from_secs_f64(into).saturating_sub(started.elapsed()));
+            let pid = rustix::process::Pid::from_raw(ffmpeg).expect("a pid");
+            match rustix::process::kill_process(pid, Signal::KILL) {
+                Ok(()) => {
+                    killed.push(ffmpeg);
+                    break;
+                }
+                // Its segment ended first (one that starts with frames held over from the
+                // last one is due sooner): the next.
+                Err(_) => finished.push(ffmpeg),
+            }
+        }
+    }
+    // One more encoder, then a clean stop, which finishes its segment.
+    recorder_ffmpeg(&daemon, &killed);
+    daemon.signal(Signal::TERM);
+    daemon.wait_exit(Duration::from_secs(20)).expect("exit");
+    let log = daemon.log_text();
+    assert_eq!(
+        log.matches("ffmpeg died mid-segment").count(),
+        5,
+        "each kill was seen: {log}"
+    );
+    let check = |paths: &[PathBuf]| {
+        let mut files: Vec<(Vec<u16>, PathBuf)> = paths
+            .iter()
+            .map(|path| (frame_numbers(path), path.clone()))
+            .collect();
+        for (numbers, path) in &files {
+            assert!(!numbers.is_empty(), "{} has no frame", path.display());
+            // Within a file, by its own timestamps: no gap (10 fps: 0.1 s apart).
+            let times = frame_times(path);
+            assert_eq!(times.len(), numbers.len(), "{}", path.display());
+            for pair in times.windows(2) {
+                assert!(pair[1] - pair[0] <= 0.2, "{}: {times:?}", path.display());
+            }
+        }
+        // Across files: every camera frame from the first recorded to the last, once, in
+        // order (fakecam writes one every 0.1 s, so no frame missing means no gap).
+        files.sort_by_key(|(numbers, _)| numbers[0]);
+        let all: Vec<u16> = files.iter().flat_map(|(n, _)| n.iter().copied()).collect();
+        let missing: Vec<_> = all.windows(2).filter(|w| w[1] != w[0] + 1).collect();
+        assert!(
+            missing.is_empty(),
+            "frames lost or repeated at {missing:?} in {:?}",
+            files
+                .iter()
+                .map(|(n, p)| (p.file_name(), n.first(), n.last()))
+                .collect::<Vec<_>>()
+        );
+        assert!(all.len() > 50, "{} frames", all.len());
+        files.len()
+    };
+    let recorded: Vec<PathBuf> = std::fs::read_dir(recordings_dir(&daemon))
+        .expect("recordings")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    // (A segment killed before its first fragment leaves no file: its frames open the next.)
+    let files = check(&recorded);
+    assert!(files >= 2, "{files} files");
+    // After a restart (which records on, continuous mode being kept): the same files, and
+    // every file listed with frames.
+    let storage = std::mem::replace(&mut daemon.dir, tempfile::TempDir::new().expect("dir"));
+    let daemon = Daemon::start_in(storage, &config);
+    check(&recorded);
+    for listed in replays(&daemon) {
+        if listed["in_progress"] == false {
+            assert!(listed["duration"].as_f64() > Some(0.0), "{listed}");
+        }
+    }
+}

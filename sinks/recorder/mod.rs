@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_process::{Child, ChildStdin, Command, Stdio};
@@ -19,7 +19,7 @@ use serde::Deserialize;
 use tracing::{Instrument, debug, info, warn};
 
 use super::{BoxFuture, Resource, Sink, SinkConfig, SinkContext};
-use crate::bus::Policy;
+use crate::bus::{Frame, Policy};
 use crate::metrics::{Problem, SinkStats};
 use crate::mode::Mode;
 use crate::recordings::{Current, Recordings};
@@ -138,6 +138,9 @@ impl Recorder {
         let length = Duration::from_secs(self.config.segment_seconds);
         let stats = self.ctx.stats.clone();
         let mut segment: Option<Segment> = None;
+        // Frames for the next encoder, oldest first: what a dead one had not written, and
+        // what came while waiting to start another.
+        let mut waiting = Held::default();
         let mut retry_at = Instant::now();
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
         let mut reported_drops = 0;
@@ -156,17 +159,19 @@ impl Recorder {
                 let recordings = recordings.clone();
                 let stats = stats.clone();
                 crate::runtime::spawn(async move {
-                    let (stem, length) = (old.stem.clone(), old.length());
-                    old.finish(&stats).await;
-                    recordings.finished(&stem, length);
+                    let stem = old.stem.clone();
+                    let finished = old.finish(&stats).await;
+                    recordings.finished(&stem, finished.length);
                 })
                 .detach();
             }
+            waiting.push(frame);
             if segment.is_none() {
                 if Instant::now() < retry_at {
                     continue;
                 }
-                match Segment::start(&self.config, &recordings, frame.at) {
+                let Some(first) = waiting.first_at() else { continue };
+                match Segment::start(&self.config, &recordings, first) {
                     Ok(started) => {
                         recordings.set_current(Some(Current {
                             stem: started.stem.clone(),
@@ -189,29 +194,33 @@ impl Recorder {
                 }
             }
             let Some(current) = segment.as_mut() else { continue };
-            if let Err(error) = current.write(&frame.jpeg, frame.at).await {
+            let written = current.write_all(&mut waiting, &stats.delivered).await;
+            if let Err(error) = written {
                 let Some(dead) = segment.take() else { continue };
                 let lived = dead.opened.elapsed();
-                let (stem, length) = (dead.stem.clone(), dead.length());
-                let tail = dead.finish(&stats).await;
+                let stem = dead.stem.clone();
+                let finished = dead.finish(&stats).await;
                 stats.up.store(false, Ordering::Relaxed);
                 stats.restarts.fetch_add(1, Ordering::Relaxed);
                 recordings.set_current(None);
-                recordings.finished(&stem, length);
+                recordings.finished(&stem, finished.length);
                 if lived > Duration::from_secs(30) {
                     backoff.reset();
                 }
                 let pause = backoff.next_delay();
-                warn!(segment = %stem, %error, stderr = %tail, retry_in_ms = pause.as_millis() as u64, "ffmpeg died mid-segment; starting a new one");
+                // Nothing already in memory is lost: what the file does not hold is written
+                // again, first, by the next encoder.
+                let again = finished.unwritten.len();
+                waiting.put_back(finished.unwritten);
+                warn!(segment = %stem, %error, stderr = %finished.tail, retry_in_ms = pause.as_millis() as u64, frames_to_next_segment = again, "ffmpeg died mid-segment; the frames its file does not hold go to the next segment");
                 stats.set_problem(Some(Problem {
                     reason: format!("ffmpeg died mid-segment ({error})"),
-                    detail: tail.clone(),
+                    detail: finished.tail,
                 }));
                 failing = true;
                 retry_at = Instant::now() + pause;
                 continue;
             }
-            stats.delivered.fetch_add(1, Ordering::Relaxed);
             if failing && current.opened.elapsed() >= HEALTHY_AFTER {
                 stats.set_problem(None);
                 failing = false;
@@ -224,10 +233,10 @@ impl Recorder {
         }
         if let Some(last) = segment.take() {
             info!(segment = %last.stem, "finishing the segment");
-            let (stem, length) = (last.stem.clone(), last.length());
+            let stem = last.stem.clone();
             recordings.set_current(None);
-            last.finish(&stats).await;
-            recordings.finished(&stem, length);
+            let finished = last.finish(&stats).await;
+            recordings.finished(&stem, finished.length);
         }
         stats.up.store(false, Ordering::Relaxed);
         stats.set_problem(None);
@@ -243,6 +252,68 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(5);
 /// Why the recorder is failing when ffmpeg took frames and left nothing playable.
 const CANNOT_WRITE: &str = "a segment could not be written (is the disk full?)";
 
+/// Frames held for an encoder that is not running (it died, and the next one waits out its
+/// backoff): at most this many bytes; beyond it the oldest go, and the log says so.
+const WAITING_BYTES: usize = 32 << 20;
+
+/// Frames written to an encoder and not yet known to be in its file are kept (for the next
+/// encoder, should this one die) at most this long: a fragment is 2 s, so a healthy encoder
+/// confirms them well within it. And at most this many bytes.
+const UNCONFIRMED_FOR: Duration = Duration::from_secs(6);
+const UNCONFIRMED_BYTES: usize = 32 << 20;
+
+/// How often the recorder looks at how far the file has got (a walk over the new boxes).
+const CONFIRM_EVERY: Duration = Duration::from_secs(1);
+
+/// Frames in order, with their total size, held in memory for an encoder.
+#[derive(Default)]
+struct Held {
+    frames: std::collections::VecDeque<Frame>,
+    bytes: usize,
+}
+
+impl Held {
+    fn push(&mut self, frame: Frame) {
+        self.bytes += frame.jpeg.len();
+        self.frames.push_back(frame);
+        let mut lost = 0;
+        while self.bytes > WAITING_BYTES && self.frames.len() > 1 {
+            self.pop();
+            lost += 1;
+        }
+        if lost > 0 {
+            warn!(lost, "no encoder for too long; frames lost");
+        }
+    }
+
+    fn pop(&mut self) -> Option<Frame> {
+        let frame = self.frames.pop_front()?;
+        self.bytes -= frame.jpeg.len();
+        Some(frame)
+    }
+
+    /// Puts frames back in front of those held, in their order.
+    fn put_back(&mut self, frames: Vec<Frame>) {
+        for frame in frames.into_iter().rev() {
+            self.bytes += frame.jpeg.len();
+            self.frames.push_front(frame);
+        }
+    }
+
+    fn first_at(&self) -> Option<SystemTime> {
+        self.frames.front().map(|f| f.at)
+    }
+}
+
+/// What a segment's end left: for the log and the list, and the frames its file does not
+/// hold (empty unless its ffmpeg died).
+struct Finished {
+    tail: String,
+    /// The play time of what the file holds, if it holds anything.
+    length: Option<Duration>,
+    unwritten: Vec<Frame>,
+}
+
 /// One ffmpeg child writing one MP4 file.
 struct Segment {
     stem: String,
@@ -252,8 +323,15 @@ struct Segment {
     child: Child,
     stdin: Option<ChildStdin>,
     muxer: mkv::Muxer,
-    /// Arrival times of the last frame written and how many were written.
-    last_at: SystemTime,
+    /// Frames written to ffmpeg that the file is not yet known to hold, with their
+    /// timestamps in it (milliseconds since the first frame).
+    unconfirmed: std::collections::VecDeque<(u64, Frame)>,
+    unconfirmed_bytes: usize,
+    /// Frames let go from `unconfirmed` before the file was known to hold them.
+    unconfirmed_lost: u64,
+    /// How far the file is known to have got.
+    walk: crate::mp4::Walk,
+    checked: Instant,
     frames: u64,
     stderr_tail: Tail,
     stderr_task: Option<smol::Task<()>>,
@@ -302,38 +380,89 @@ impl Segment {
             child,
             stdin,
             muxer: mkv::Muxer::new(),
-            last_at: at,
+            unconfirmed: std::collections::VecDeque::new(),
+            unconfirmed_bytes: 0,
+            unconfirmed_lost: 0,
+            walk: crate::mp4::Walk::default(),
+            checked: Instant::now(),
             frames: 0,
             stderr_tail,
             stderr_task,
         })
     }
 
-    async fn write(&mut self, jpeg: &[u8], at: SystemTime) -> std::io::Result<()> {
-        let bytes = self.muxer.frame(jpeg, at);
-        self.last_at = at;
-        self.frames += 1;
-        match self.stdin.as_mut() {
-            Some(stdin) => stdin.write_all(&bytes).await,
-            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+    /// Writes the held frames to ffmpeg, oldest first. A frame that went in is kept until
+    /// the file is known to hold it (see [`Segment::finish`]).
+    async fn write_all(&mut self, held: &mut Held, delivered: &AtomicU64) -> std::io::Result<()> {
+        while let Some(frame) = held.pop() {
+            let bytes = self.muxer.frame(&frame.jpeg, frame.at);
+            let ms = self.muxer.last_ms().unwrap_or(0);
+            self.frames += 1;
+            self.keep(ms, frame);
+            delivered.fetch_add(1, Ordering::Relaxed);
+            match self.stdin.as_mut() {
+                Some(stdin) => stdin.write_all(&bytes).await?,
+                None => return Err(std::io::ErrorKind::BrokenPipe.into()),
+            }
+        }
+        if self.checked.elapsed() >= CONFIRM_EVERY {
+            self.checked = Instant::now();
+            self.confirm().await;
+        }
+        Ok(())
+    }
+
+    fn keep(&mut self, ms: u64, frame: Frame) {
+        self.unconfirmed_bytes += frame.jpeg.len();
+        self.unconfirmed.push_back((ms, frame));
+        while let Some((oldest, frame)) = self.unconfirmed.front()
+            && (ms.saturating_sub(*oldest) > UNCONFIRMED_FOR.as_millis() as u64
+                || self.unconfirmed_bytes > UNCONFIRMED_BYTES)
+        {
+            self.unconfirmed_bytes -= frame.jpeg.len();
+            self.unconfirmed.pop_front();
+            self.unconfirmed_lost += 1;
         }
     }
 
-    /// The recorded length: first to last frame, plus one average frame interval for the
-    /// last frame's own duration.
-    fn length(&self) -> Option<Duration> {
-        let span = self.last_at.duration_since(self.started).ok()?;
-        match self.frames {
-            0 => None,
-            1 => Some(span),
-            n => Some(span + span / (n as u32 - 1)),
+    /// Looks at the boxes ffmpeg wrote since the last look, and lets go of the frames the
+    /// file now holds.
+    async fn confirm(&mut self) {
+        let path = self.path.clone();
+        let mut walk = std::mem::take(&mut self.walk);
+        let walk = smol::unblock(move || {
+            let file = std::fs::File::open(&path)?;
+            walk.advance(&file)?;
+            Ok::<_, std::io::Error>(walk)
+        })
+        .await;
+        match walk {
+            Ok(walk) => self.walk = walk,
+            Err(error) => {
+                debug!(segment = %self.stem, %error, "cannot look at the segment's progress");
+                return;
+            }
+        }
+        if let Some(end) = self.walk.end() {
+            self.forget_before(end);
+        }
+    }
+
+    /// Lets go of the frames before `end` on the file's timeline: the file holds them.
+    fn forget_before(&mut self, end: Duration) {
+        let end_ms = end.as_millis() as u64;
+        while let Some((ms, frame)) = self.unconfirmed.front()
+            && *ms < end_ms
+        {
+            self.unconfirmed_bytes -= frame.jpeg.len();
+            self.unconfirmed.pop_front();
         }
     }
 
     /// Closes ffmpeg's stdin so it writes the last fragment and exits; signals it only if it
     /// hangs. (ffmpeg reading a pipe ignores SIGTERM while the pipe stays open.) Counts the
-    /// segment in `stats`; returns the tail of ffmpeg's stderr.
-    async fn finish(mut self, stats: &SinkStats) -> String {
+    /// segment in `stats`. Says which frames the file does not hold, for the next encoder.
+    async fn finish(mut self, stats: &SinkStats) -> Finished {
         if let Some(mut stdin) = self.stdin.take() {
             let _ = stdin.close().await;
         }
@@ -363,8 +492,9 @@ impl Segment {
         // is cut away, so what is listed plays to its end.
         let path = self.path.clone();
         let settled = smol::unblock(move || crate::mp4::settle(&path)).await;
+        let mut length = None;
         match settled {
-            Ok(crate::mp4::Settled::Removed) => {
+            Ok((crate::mp4::Settled::Removed, _)) => {
                 warn!(segment = %self.stem, stderr = %tail, "segment holds no complete fragment; removed");
                 // Frames went in and nothing playable came out: ffmpeg could not write
                 // (a full disk makes it fail only at its last write, and exit as if fine).
@@ -376,7 +506,7 @@ impl Segment {
                     stats.restarts.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Ok(kept) => {
+            Ok((kept, summary)) => {
                 if let crate::mp4::Settled::Truncated { from, to } = kept {
                     warn!(segment = %self.stem, from, to, "cut-off last fragment removed");
                 }
@@ -384,6 +514,10 @@ impl Segment {
                 if stats.problem().is_some_and(|p| p.reason == CANNOT_WRITE) {
                     stats.set_problem(None);
                 }
+                if let Some(end) = summary.end {
+                    self.forget_before(end);
+                }
+                length = summary.duration;
             }
             Err(error) => warn!(segment = %self.stem, %error, "cannot check the segment"),
         }
@@ -392,12 +526,26 @@ impl Segment {
             stats.segments.fetch_add(1, Ordering::Relaxed);
             stats.bytes.fetch_add(bytes, Ordering::Relaxed);
         }
+        let clean = status.as_ref().is_ok_and(|s| s.success());
         match status {
             Ok(status) if status.success() => info!(segment = %self.stem, bytes, "segment finished"),
             Ok(status) => warn!(segment = %self.stem, %status, stderr = %tail, "ffmpeg exited with an error"),
             Err(error) => warn!(segment = %self.stem, %error, "cannot get ffmpeg's exit status"),
         }
-        tail
+        let mut unwritten: Vec<Frame> = self.unconfirmed.into_iter().map(|(_, f)| f).collect();
+        if self.unconfirmed_lost > 0 && !unwritten.is_empty() {
+            warn!(segment = %self.stem, lost = self.unconfirmed_lost, "ffmpeg fell far behind; frames it had not written were let go");
+        }
+        if clean {
+            // A clean exit wrote everything; what the walk did not see is its last
+            // fragment's own length, not frames missing.
+            unwritten.clear();
+        }
+        Finished {
+            tail,
+            length,
+            unwritten,
+        }
     }
 }
 

@@ -39,6 +39,10 @@ struct Args {
     /// Garbage between frames and an Exif thumbnail inside every frame.
     #[arg(long)]
     nasty: bool,
+    /// Draw each frame's number as 16 black and white bars instead (see
+    /// `testpattern::barcode`), so a recording tells which frames it holds.
+    #[arg(long)]
+    barcode: bool,
     /// Pixel noise (0-255) to make frames as large as a real camera's: 6 gives about 30 KB
     /// at 640x480, 11 about 100 KB at 1280x720.
     #[arg(long, default_value_t = 0)]
@@ -76,7 +80,13 @@ fn main() {
         let micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros());
-        let picture = &pictures[(seq % pictures.len() as u64) as usize];
+        let drawn;
+        let picture = if args.barcode {
+            drawn = testpattern::barcode(seq as u16, args.width, args.height);
+            &drawn
+        } else {
+            &pictures[(seq % pictures.len() as u64) as usize]
+        };
         let frame = testpattern::with_comment(picture, format!("seq={seq} us={micros}").as_bytes());
         if let Some(dir) = &args.tee
             && let Err(error) = std::fs::write(dir.join(format!("{seq}.jpg")), &frame)
