@@ -29,6 +29,7 @@ mod id {
     pub const TRACK_NUMBER: u32 = 0xD7;
     pub const TRACK_UID: u32 = 0x73C5;
     pub const TRACK_TYPE: u32 = 0x83;
+    pub const DEFAULT_DURATION: u32 = 0x23_E383;
     pub const FLAG_LACING: u32 = 0x9C;
     pub const CODEC_ID: u32 = 0x86;
     pub const VIDEO: u32 = 0xE0;
@@ -47,15 +48,22 @@ const CLUSTER_MS: u64 = 10_000;
 /// Turns frames into a Matroska byte stream, one call per frame.
 #[derive(Debug, Default)]
 pub struct Muxer {
+    /// The camera's nominal frame rate: ffmpeg's encoder takes it for the stream's rate (for
+    /// the H.264 level and the players that show a rate); without it, ffmpeg guesses from
+    /// the millisecond timestamps, and once guessed 1000 fps.
+    frame_rate: Option<u32>,
     start: Option<SystemTime>,
     last_ms: Option<u64>,
     cluster_ms: Option<u64>,
 }
 
 impl Muxer {
-    /// A muxer whose first frame will be at time 0.
-    pub fn new() -> Self {
-        Self::default()
+    /// A muxer whose first frame will be at time 0, for a camera of `frame_rate`, if known.
+    pub fn new(frame_rate: Option<u32>) -> Self {
+        Muxer {
+            frame_rate: frame_rate.filter(|r| *r > 0),
+            ..Self::default()
+        }
     }
 
     /// The timestamp (milliseconds since the first frame) of the last frame muxed.
@@ -67,8 +75,9 @@ impl Muxer {
     /// frame, a cluster header when one is due, then the frame's block.
     pub fn frame(&mut self, jpeg: &[u8], at: SystemTime) -> Vec<u8> {
         let mut out = Vec::with_capacity(jpeg.len() + 64);
+        let frame_rate = self.frame_rate;
         let start = *self.start.get_or_insert_with(|| {
-            header(&mut out, jpeg);
+            header(&mut out, jpeg, frame_rate);
             at
         });
         // Milliseconds since the first frame, kept strictly increasing even if the wall
@@ -98,7 +107,7 @@ impl Muxer {
     }
 }
 
-fn header(out: &mut Vec<u8>, first: &[u8]) {
+fn header(out: &mut Vec<u8>, first: &[u8], frame_rate: Option<u32>) {
     let mut ebml = Vec::new();
     put_uint(&mut ebml, id::EBML_VERSION, 1);
     put_uint(&mut ebml, id::EBML_READ_VERSION, 1);
@@ -127,6 +136,9 @@ fn header(out: &mut Vec<u8>, first: &[u8]) {
     put_uint(&mut track, id::TRACK_UID, 1);
     put_uint(&mut track, id::TRACK_TYPE, 1);
     put_uint(&mut track, id::FLAG_LACING, 0);
+    if let Some(rate) = frame_rate {
+        put_uint(&mut track, id::DEFAULT_DURATION, 1_000_000_000 / u64::from(rate));
+    }
     put_bytes(&mut track, id::CODEC_ID, b"V_MJPEG");
     put_bytes(&mut track, id::VIDEO, &video);
     let mut tracks = Vec::new();
@@ -184,7 +196,7 @@ mod tests {
         let jpeg = crate::testpattern::render(0, SystemTime::now(), 64, 48, None);
         assert_eq!(crate::splitter::jpeg_size(&jpeg), Some((64, 48)));
         let t0 = SystemTime::now();
-        let mut mux = Muxer::new();
+        let mut mux = Muxer::new(None);
         let first = mux.frame(&jpeg, t0);
         assert_eq!(&first[..4], &[0x1A, 0x45, 0xDF, 0xA3]);
         let second = mux.frame(&jpeg, t0 + Duration::from_millis(250));

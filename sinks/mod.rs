@@ -124,6 +124,8 @@ pub struct SinkContext {
     pub metrics: Arc<Metrics>,
     /// This sink's counters (and whether the mode enables it).
     pub stats: Arc<SinkStats>,
+    /// The camera's nominal frame rate, when the config sets it (recordings carry it).
+    pub frame_rate: Option<u32>,
 }
 
 impl SinkContext {
@@ -148,6 +150,7 @@ impl SinkContext {
             send_timeout,
             metrics,
             stats: Arc::default(),
+            frame_rate: None,
         }
     }
 

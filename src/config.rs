@@ -223,6 +223,12 @@ impl Default for SourceConfig {
 }
 
 impl SourceConfig {
+    /// The frame rate the camera is asked for; `None` for a command, whose own arguments
+    /// decide it.
+    pub fn nominal_framerate(&self) -> Option<u32> {
+        (!matches!(self.kind, SourceKind::Command)).then_some(self.framerate)
+    }
+
     /// The `kind` as spelled in the config.
     pub fn kind_name(&self) -> &'static str {
         match self.kind {

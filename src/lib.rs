@@ -112,7 +112,7 @@ async fn daemon(config: Config) -> Result<(), Error> {
         fd_limit,
         metrics.connections.clone(),
     ));
-    let shared = sinks::SinkContext::new(
+    let mut shared = sinks::SinkContext::new(
         bus.clone(),
         shutdown.clone(),
         config.storage.dir.clone(),
@@ -121,6 +121,7 @@ async fn daemon(config: Config) -> Result<(), Error> {
         config.server.max_viewers,
         Duration::from_secs(config.server.send_timeout_seconds),
     );
+    shared.frame_rate = config.source.nominal_framerate();
     let viewers = shared.viewers.clone();
     let sinks = sinks::Sinks::build(&config.sinks, &shared).map_err(Error::Sink)?;
     let state_file = state::StateFile::in_dir(&config.storage.dir);

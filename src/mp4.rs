@@ -77,6 +77,111 @@ pub fn settle(path: &std::path::Path) -> io::Result<(Settled, Summary)> {
     Ok((Settled::Whole, summary))
 }
 
+/// Writes a finished segment's play time into its headers: `mvhd`, `tkhd` and `mdhd` (and
+/// `mehd`, if ffmpeg wrote one). A fragmented file is written with zeros there, and some
+/// players (GStreamer) then take the last keyframe's time from the index at the end for the
+/// length, seconds short. The values go over the zeros in place: a few bytes in the first
+/// kilobyte, no other byte of the file moves. Returns the play time written.
+pub fn write_duration(path: &std::path::Path) -> io::Result<Option<Duration>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let mut walk = Walk::default();
+    walk.advance(&file)?;
+    let (Some(first), Some(end), Some(media_scale)) = (walk.first_start, walk.end, walk.timescale) else {
+        return Ok(None);
+    };
+    let ticks = end.saturating_sub(first);
+    let len = file.metadata()?.len();
+    let mut at = 0;
+    while let Some((kind, size, header)) = box_at(&file, at, len)? {
+        if &kind == b"moov" && at + size <= len {
+            let moov = read(&file, at + header, size - header)?;
+            for (offset, value) in duration_fields(&moov, ticks, media_scale) {
+                // Already there (a file finished before) is not written again.
+                if moov.get(offset..offset + value.len()) != Some(&value[..]) {
+                    file.write_all_at(&value, at + header + offset as u64)?;
+                }
+            }
+            return Ok(walk.seconds(ticks));
+        }
+        at += size;
+    }
+    Ok(None)
+}
+
+/// Where in `moov`'s content the duration fields are, each with its new value (`ticks` of
+/// the media's `media_scale`, in each box's own time scale and width).
+fn duration_fields(moov: &[u8], ticks: u64, media_scale: u32) -> Vec<(usize, Vec<u8>)> {
+    let mut fields = Vec::new();
+    // A full box's version decides whether its times are 32 or 64 bits wide.
+    let value = |version: u8, units: u64| match version {
+        1 => Some(units.to_be_bytes().to_vec()),
+        _ => u32::try_from(units).ok().map(|u| u.to_be_bytes().to_vec()),
+    };
+    let rescale =
+        |scale: u32| (u128::from(ticks) * u128::from(scale) / u128::from(media_scale.max(1))) as u64;
+    let Some((mvhd_at, mvhd)) = child_at(moov, b"mvhd") else {
+        return fields;
+    };
+    let version = mvhd.first().copied().unwrap_or(0);
+    // mvhd: version+flags, creation, modification, time scale, duration.
+    let (scale_at, duration_at) = if version == 1 { (20, 24) } else { (12, 16) };
+    let Some(movie_scale) = be32(mvhd, scale_at) else {
+        return fields;
+    };
+    let movie = rescale(movie_scale);
+    fields.extend(value(version, movie).map(|v| (mvhd_at + duration_at, v)));
+    for (trak_at, trak) in children_at(moov)
+        .filter(|(_, (k, _))| k == b"trak")
+        .map(|(at, (_, c))| (at, c))
+    {
+        if let Some((tkhd_at, tkhd)) = child_at(trak, b"tkhd") {
+            let version = tkhd.first().copied().unwrap_or(0);
+            // tkhd: version+flags, creation, modification, track id, reserved, duration.
+            let duration_at = if version == 1 { 28 } else { 20 };
+            fields.extend(value(version, movie).map(|v| (trak_at + tkhd_at + duration_at, v)));
+        }
+        if let Some((mdia_at, mdia)) = child_at(trak, b"mdia")
+            && let Some((mdhd_at, mdhd)) = child_at(mdia, b"mdhd")
+        {
+            let version = mdhd.first().copied().unwrap_or(0);
+            let (scale_at, duration_at) = if version == 1 { (20, 24) } else { (12, 16) };
+            if let Some(scale) = be32(mdhd, scale_at) {
+                let at = trak_at + mdia_at + mdhd_at + duration_at;
+                fields.extend(value(version, rescale(scale)).map(|v| (at, v)));
+            }
+        }
+    }
+    if let Some((mvex_at, mvex)) = child_at(moov, b"mvex")
+        && let Some((mehd_at, mehd)) = child_at(mvex, b"mehd")
+    {
+        let version = mehd.first().copied().unwrap_or(0);
+        fields.extend(value(version, movie).map(|v| (mvex_at + mehd_at + 4, v)));
+    }
+    fields
+}
+
+/// Like [`children`], with where each child's content starts in `body`.
+fn children_at(body: &[u8]) -> impl Iterator<Item = (usize, ([u8; 4], &[u8]))> {
+    let mut at = 0;
+    children(body).map(move |(kind, content)| {
+        let start = at + 8;
+        at = start + content.len();
+        (start, (kind, content))
+    })
+}
+
+/// The first child of type `kind`, with where its content starts in `body`.
+fn child_at<'a>(body: &'a [u8], kind: &[u8; 4]) -> Option<(usize, &'a [u8])> {
+    children_at(body)
+        .find(|(_, (k, _))| k == kind)
+        .map(|(at, (_, content))| (at, content))
+}
+
 /// `moof` boxes larger than this are not ours (ours hold one track's sample table).
 const MAX_MOOF: u64 = 1 << 20;
 

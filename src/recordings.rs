@@ -176,7 +176,16 @@ impl Recordings {
             if segment_stem(&name).is_none() || !entry.metadata().is_ok_and(|m| m.is_file()) {
                 continue;
             }
-            match crate::mp4::settle(&entry.path()).map(|(settled, _)| settled) {
+            let settled = crate::mp4::settle(&entry.path()).map(|(settled, _)| settled);
+            // Its headers get its length, as the recorder gives every finished segment.
+            if matches!(
+                settled,
+                Ok(crate::mp4::Settled::Whole | crate::mp4::Settled::Truncated { .. })
+            ) && let Err(error) = crate::mp4::write_duration(&entry.path())
+            {
+                done.push(format!("{name}: cannot write its length: {error}"));
+            }
+            match settled {
                 Ok(crate::mp4::Settled::Whole) => {}
                 Ok(crate::mp4::Settled::Truncated { from, to }) => done.push(format!(
                     "{name}: cut-off last fragment removed ({from} -> {to} bytes)"
@@ -190,7 +199,7 @@ impl Recordings {
         done
     }
 
-    /// The play time of a finished segment file of `len` bytes, read from its boxes once.
+    /// The play time of a segment file of `len` bytes, read from its boxes once per length.
     fn walked_duration(&self, stem: &str, len: u64) -> Option<Duration> {
         if let Some((at_len, duration)) = self.walked.lock().unwrap_or_else(|p| p.into_inner()).get(stem)
             && *at_len == len
@@ -242,26 +251,17 @@ impl Recordings {
                 let meta = entry.metadata().ok().filter(|m| m.is_file())?;
                 let start = stem_time(&stem)?;
                 let in_progress = self.is_open(&stem);
-                let end = if in_progress {
-                    SystemTime::now()
-                } else {
-                    meta.modified().ok()?
-                };
                 let known = self
                     .lengths
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .get(&stem)
                     .copied();
-                // A finished file says itself how long it plays; only the one being written
-                // is timed by the clock.
+                // A file says itself how long it plays: the one being written, up to its
+                // last complete fragment (nothing before the first, 2 s in).
                 let duration = known
-                    .or_else(|| {
-                        (!in_progress)
-                            .then(|| self.walked_duration(&stem, meta.len()))
-                            .flatten()
-                    })
-                    .unwrap_or_else(|| end.duration_since(start).unwrap_or(Duration::ZERO))
+                    .or_else(|| self.walked_duration(&stem, meta.len()))
+                    .unwrap_or(Duration::ZERO)
                     .as_secs_f64();
                 Some(Segment {
                     url: format!("/recordings/{name}"),

@@ -309,8 +309,12 @@ fn the_mode_survives_a_restart_and_sigterm_completes_the_segment() {
 
 #[test]
 fn kill_9_loses_nothing_finished_and_the_cut_segment_decodes_up_to_its_last_fragment() {
-    let mut daemon = Daemon::start(&config_with(10, 4));
+    // Frames that carry their number in the picture, to see what survived.
+    let config = config_with(10, 4).replace(r#""--height", "240"]"#, r#""--height", "240", "--barcode"]"#);
+    let mut daemon = Daemon::start(&config);
     switch(&daemon, "continuous");
+    let mut viewer = daemon.viewer("/");
+    viewer.send("start");
     daemon.wait_for(
         "a finished segment and one with data",
         Duration::from_secs(20),
@@ -324,6 +328,8 @@ fn kill_9_loses_nothing_finished_and_the_cut_segment_decodes_up_to_its_last_frag
     );
     std::thread::sleep(Duration::from_millis(1200));
     let cut = replays(&daemon)[0]["filename"].as_str().expect("name").to_owned();
+    // The camera's newest frame right before the cut, as a live viewer sees it.
+    let newest = frame_seq(&viewer.frame());
     // A power cut: the daemon and its ffmpeg die at the same instant.
     let children = children_of(daemon.pid());
     daemon.signal(Signal::KILL);
@@ -354,15 +360,28 @@ fn kill_9_loses_nothing_finished_and_the_cut_segment_decodes_up_to_its_last_frag
     let dir = tempfile::TempDir::new().expect("dir");
     let old = std::mem::replace(&mut daemon.dir, dir);
     drop(daemon);
-    let again = Daemon::start_in(old, &config_with(10, 4));
+    let again = Daemon::start_in(old, &config);
     assert_eq!(again.get("/settings").1, r#"{"mode":"continuous"}"#);
     again.wait_for("recording to resume", Duration::from_secs(10), |d| {
         d.health()["recording"].is_string()
     });
+    // Listed with its true, shorter length: what the file plays, written into its header
+    // too at start-up.
+    let path = recordings_dir(&again).join(&cut);
+    let listed = replays(&again)
+        .into_iter()
+        .find(|s| s["filename"] == cut.as_str() && s["in_progress"] == false)
+        .expect("the cut segment is listed");
+    let plays = ffprobe_duration(&path);
+    let said = listed["duration"].as_f64().expect("a duration");
+    assert!((said - plays).abs() <= 0.1, "listed {said} s, plays {plays} s");
+    assert!((mvhd_seconds(&path) - plays).abs() <= 0.1);
+    // At most the last fragment (2 s, 20 frames) is lost, and what was in the pipe and
+    // the encoder at the cut.
+    let last = frame_numbers(&path).into_iter().max().expect("frames");
     assert!(
-        replays(&again)
-            .iter()
-            .any(|s| s["filename"] == cut.as_str() && s["in_progress"] == false)
+        u64::from(last) + 20 + 5 >= newest,
+        "the camera was at frame {newest}, the recording ends at {last}"
     );
 }
 
@@ -644,8 +663,11 @@ fn an_encoder_killed_before_its_first_fragment_leaves_no_unplayable_file() {
     assert!(frames > 0 && errors.is_empty(), "the cut file plays: {errors}");
     assert!(daemon.log_text().contains("no complete fragment; removed"));
     every_file_plays(&daemon);
+    // (The segment being written says 0 s until its first fragment is in.)
     for listed in replays(&daemon) {
-        assert!(listed["duration"].as_f64() > Some(0.0), "{listed}");
+        if listed["in_progress"] == false {
+            assert!(listed["duration"].as_f64() > Some(0.0), "{listed}");
+        }
     }
 }
 
@@ -784,5 +806,101 @@ fn an_encoder_killed_mid_segment_loses_no_frame() {
         if listed["in_progress"] == false {
             assert!(listed["duration"].as_f64() > Some(0.0), "{listed}");
         }
+    }
+}
+
+/// `mvhd`'s duration in seconds, read from the file's own boxes.
+fn mvhd_seconds(path: &Path) -> f64 {
+    let bytes = std::fs::read(path).expect("read");
+    let be32 = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let mut at = 0;
+    while at + 8 <= bytes.len() {
+        let (size, kind) = (be32(at) as usize, &bytes[at + 4..at + 8]);
+        if kind == b"moov" {
+            let mvhd = at + 8;
+            assert_eq!(&bytes[mvhd + 4..mvhd + 8], b"mvhd", "mvhd first in moov");
+            assert_eq!(bytes[mvhd + 8], 0, "a version 0 mvhd");
+            return f64::from(be32(mvhd + 24)) / f64::from(be32(mvhd + 20));
+        }
+        assert!(size >= 8, "a box of {size} bytes");
+        at += size;
+    }
+    panic!("no moov in {}", path.display())
+}
+
+#[test]
+fn finished_segments_carry_their_length_and_frame_rate_for_every_player() {
+    let daemon = Daemon::start(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+[storage]
+dir = "{dir}"
+[mode]
+default = "continuous"
+[source]
+kind = "test-pattern"
+width = 320
+height = 240
+framerate = 15
+[sinks.recorder]
+type = "recorder"
+segment_seconds = 5
+"#,
+    );
+    daemon.wait_for("two finished segments", Duration::from_secs(30), |d| {
+        finished(d).len() >= 2
+    });
+    for name in finished(&daemon) {
+        let path = recordings_dir(&daemon).join(&name);
+        // What a decoder makes of it: the last decoded frame's time plus one frame.
+        let out = Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v:0"])
+            .args(["-show_entries", "frame=pts_time", "-of", "csv=p=0"])
+            .arg(&path)
+            .output()
+            .expect("ffprobe");
+        let last: f64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .next_back()
+            .expect("decoded frames");
+        let decoded = last + 1.0 / 15.0;
+        let mvhd = mvhd_seconds(&path);
+        assert!(
+            (mvhd - decoded).abs() <= 0.1,
+            "{name}: mvhd {mvhd} s, decoded {decoded} s"
+        );
+        // GStreamer (which once took the index's last keyframe for the end).
+        let out = Command::new("gst-discoverer-1.0")
+            .arg(&path)
+            .output()
+            .expect("gst-discoverer-1.0 (scripts/test installs gstreamer1.0-plugins-base-apps)");
+        let said = String::from_utf8_lossy(&out.stdout);
+        let duration = said
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Duration: "))
+            .unwrap_or_else(|| panic!("{name}: {said}"));
+        let parts: Vec<f64> = duration.split(':').filter_map(|p| p.parse().ok()).collect();
+        let gst = parts.iter().fold(0.0, |total, p| total * 60.0 + p);
+        assert!(
+            (gst - decoded).abs() <= 0.1,
+            "{name}: GStreamer {duration}, decoded {decoded} s"
+        );
+        // mediainfo: the camera's rate (it once said 1000 fps), and a level for the size.
+        let out = Command::new("mediainfo")
+            .arg("--Inform=Video;%FrameRate% %Format_Profile%")
+            .arg(&path)
+            .output()
+            .expect("mediainfo (scripts/test installs it)");
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let (rate, profile) = said.split_once(' ').unwrap_or_else(|| panic!("{name}: {said}"));
+        assert_eq!(rate, "15.000", "{name}");
+        // "High@L1.2"
+        let level: f64 = profile
+            .split_once("@L")
+            .and_then(|(_, level)| level.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: profile {profile}"));
+        assert!(level <= 2.0, "{name}: level {level} for 320x240 at 15 fps");
     }
 }

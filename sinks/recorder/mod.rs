@@ -22,6 +22,7 @@ use super::{BoxFuture, Resource, Sink, SinkConfig, SinkContext};
 use crate::bus::{Frame, Policy};
 use crate::metrics::{Problem, SinkStats};
 use crate::mode::Mode;
+use crate::ratelimit::RateLimit;
 use crate::recordings::{Current, Recordings};
 use crate::shutdown::Signal;
 use crate::source::Backoff;
@@ -171,7 +172,7 @@ impl Recorder {
                     continue;
                 }
                 let Some(first) = waiting.first_at() else { continue };
-                match Segment::start(&self.config, &recordings, first) {
+                match Segment::start(&self.config, &recordings, first, self.ctx.frame_rate) {
                     Ok(started) => {
                         recordings.set_current(Some(Current {
                             stem: started.stem.clone(),
@@ -266,23 +267,35 @@ const UNCONFIRMED_BYTES: usize = 32 << 20;
 const CONFIRM_EVERY: Duration = Duration::from_secs(1);
 
 /// Frames in order, with their total size, held in memory for an encoder.
-#[derive(Default)]
 struct Held {
     frames: std::collections::VecDeque<Frame>,
     bytes: usize,
+    /// Frames let go because no encoder took them in time, and when that was last logged.
+    lost: u64,
+    lost_logged: RateLimit,
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Held {
+            frames: Default::default(),
+            bytes: 0,
+            lost: 0,
+            lost_logged: RateLimit::new(Duration::from_secs(30)),
+        }
+    }
 }
 
 impl Held {
     fn push(&mut self, frame: Frame) {
         self.bytes += frame.jpeg.len();
         self.frames.push_back(frame);
-        let mut lost = 0;
         while self.bytes > WAITING_BYTES && self.frames.len() > 1 {
             self.pop();
-            lost += 1;
-        }
-        if lost > 0 {
-            warn!(lost, "no encoder for too long; frames lost");
+            self.lost += 1;
+            if self.lost_logged.allow().is_some() {
+                warn!(lost = self.lost, "no encoder for too long; frames lost");
+            }
         }
     }
 
@@ -338,7 +351,12 @@ struct Segment {
 }
 
 impl Segment {
-    fn start(config: &Config, recordings: &Recordings, at: SystemTime) -> std::io::Result<Segment> {
+    fn start(
+        config: &Config,
+        recordings: &Recordings,
+        at: SystemTime,
+        frame_rate: Option<u32>,
+    ) -> std::io::Result<Segment> {
         // The daemon makes the file (never through a symlink: a name already taken, even
         // by a dangling one, is skipped), then ffmpeg overwrites it. Writing to the
         // daemon's descriptor instead would hide a full disk: ffmpeg ignores the error of
@@ -379,7 +397,7 @@ impl Segment {
             opened: Instant::now(),
             child,
             stdin,
-            muxer: mkv::Muxer::new(),
+            muxer: mkv::Muxer::new(frame_rate),
             unconfirmed: std::collections::VecDeque::new(),
             unconfirmed_bytes: 0,
             unconfirmed_lost: 0,
@@ -518,6 +536,10 @@ impl Segment {
                     self.forget_before(end);
                 }
                 length = summary.duration;
+                let path = self.path.clone();
+                if let Err(error) = smol::unblock(move || crate::mp4::write_duration(&path)).await {
+                    warn!(segment = %self.stem, %error, "cannot write the segment's length into it");
+                }
             }
             Err(error) => warn!(segment = %self.stem, %error, "cannot check the segment"),
         }
@@ -563,6 +585,9 @@ fn ffmpeg_args(config: &Config, path: &std::path::Path) -> Vec<String> {
     // A keyframe every 2 s, so fragments (and what a power cut can lose) stay short.
     args.extend(words("-force_key_frames expr:gte(t,n_forced*2)"));
     args.extend(config.extra_args.iter().cloned());
+    // A 90 kHz track clock, as broadcast video uses: frame times in whole ticks at any
+    // common rate (ffmpeg would otherwise pick one from the input's millisecond stamps).
+    args.extend(words("-video_track_timescale 90000"));
     // Each fragment goes to disk as soon as it is complete.
     args.extend(words(
         "-flush_packets 1 -movflags +frag_keyframe+empty_moov+default_base_moof -f mp4",

@@ -246,7 +246,7 @@ async fn status(req: Request<AppState>) -> tide::Result {
             // A command's own arguments decide its picture; the config's size is not it.
             "width": sized_by_config.then_some(source.width),
             "height": sized_by_config.then_some(source.height),
-            "framerate": sized_by_config.then_some(source.framerate),
+            "framerate": source.nominal_framerate(),
             "last_frame_age_ms": snap.last_frame_age_ms,
             "last_error": snap.last_error,
             "last_reason": snap.last_reason,
