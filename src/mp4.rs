@@ -415,9 +415,17 @@ mod tests {
     fn segment(fragments: u64) -> Vec<u8> {
         let mut mdhd = [0u8; 20];
         mdhd[8..12].copy_from_slice(&90_000u32.to_be_bytes());
+        // mvhd: times, a 1 kHz movie clock, a zero duration (and the rest, unread here).
+        let mut mvhd = [0u8; 96];
+        mvhd[8..12].copy_from_slice(&1000u32.to_be_bytes());
+        let trak = [
+            boxed(b"tkhd", &full(0, 3, &[0u8; 80])),
+            boxed(b"mdia", &boxed(b"mdhd", &full(0, 0, &mdhd))),
+        ]
+        .concat();
         let moov = boxed(
             b"moov",
-            &boxed(b"trak", &boxed(b"mdia", &boxed(b"mdhd", &full(0, 0, &mdhd)))),
+            &[boxed(b"mvhd", &full(0, 0, &mvhd)), boxed(b"trak", &trak)].concat(),
         );
         let mut out = boxed(b"ftyp", b"isom\0\0\x02\0");
         out.extend(moov);
@@ -451,6 +459,36 @@ mod tests {
         assert_eq!(summary.complete_len, whole.len() as u64);
         assert_eq!(summary.duration, Some(Duration::from_secs(3)));
         assert!(summary.playable());
+    }
+
+    #[test]
+    fn the_play_time_is_written_into_the_headers_in_place() {
+        let whole = segment(3);
+        let mut file = tempfile::NamedTempFile::new().expect("file");
+        file.write_all(&whole).expect("write");
+        let written = write_duration(file.path()).expect("written");
+        assert_eq!(written, Some(Duration::from_secs(3)));
+        let after = std::fs::read(file.path()).expect("read");
+        assert_eq!(after.len(), whole.len(), "nothing added");
+        let changed: Vec<usize> = (0..after.len()).filter(|&i| after[i] != whole[i]).collect();
+        assert!(changed.iter().all(|&i| i < 300), "only the headers: {changed:?}");
+        let moov = &after[16 + 8..];
+        // mvhd (1 kHz): 3000; tkhd: 3000; mdhd (90 kHz): 270000.
+        let at = |kind: &[u8]| moov.windows(4).position(|w| w == kind).expect("box") + 4;
+        let be32 = |i: usize| u32::from_be_bytes(moov[i..i + 4].try_into().expect("4"));
+        assert_eq!(be32(at(b"mvhd") + 16), 3000);
+        assert_eq!(be32(at(b"tkhd") + 20), 3000);
+        assert_eq!(be32(at(b"mdhd") + 16), 270_000);
+        // Once there, not written again.
+        let modified = std::fs::metadata(file.path())
+            .and_then(|m| m.modified())
+            .expect("time");
+        std::thread::sleep(Duration::from_millis(20));
+        write_duration(file.path()).expect("again");
+        let again = std::fs::metadata(file.path())
+            .and_then(|m| m.modified())
+            .expect("time");
+        assert_eq!(modified, again, "no second write");
     }
 
     #[test]
