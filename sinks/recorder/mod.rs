@@ -163,6 +163,10 @@ impl Recorder {
                     let stem = old.stem.clone();
                     let finished = old.finish(&stats).await;
                     recordings.finished(&stem, finished.length);
+                    // The next segment has begun with later frames; these cannot follow.
+                    if !finished.unwritten.is_empty() {
+                        warn!(segment = %stem, lost = finished.unwritten.len(), "ffmpeg died while finishing its segment; its last frames are lost");
+                    }
                 })
                 .detach();
             }
