@@ -190,7 +190,7 @@ impl Guard {
             }),
             Err(wait) => Err(Refusal {
                 status: 429,
-                error: "Too many failed logins; try again later",
+                error: "Too many login attempts; try again later",
                 headers: vec![("Retry-After", retry_after(wait))],
             }),
         }
@@ -307,12 +307,12 @@ fn too_many_attempts(req: &Request<AppState>, wait: Duration) -> Response {
     if is_navigation(req) || req.method() == tide::http::Method::Post {
         res.set_body(format!(
             "<!doctype html><meta charset=\"utf-8\"><title>Too many attempts</title>\
-             <p>Too many failed logins from your address. Try again in {seconds} s. \
+             <p>Too many login attempts from your address or for this user. Try again in {seconds} s. \
              <a href=\"login\">Back to the login page</a></p>"
         ));
         res.insert_header("Content-Type", "text/html; charset=utf-8");
     } else {
-        res.set_body(json!({ "error": "Too many failed logins; try again later" }));
+        res.set_body(json!({ "error": "Too many login attempts; try again later" }));
     }
     res.insert_header("Retry-After", seconds);
     res.insert_header("Cache-Control", "no-store");

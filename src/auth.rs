@@ -176,10 +176,12 @@ pub struct Auth {
     checker: Checker,
     /// Checks per client address: a few at once, then one a second.
     clients: Throttle<IpAddr>,
-    /// Failed checks per configured user, however many addresses they come from.
+    /// Failed checks per user name, however many addresses they come from.
     users: Throttle<String>,
     /// Failed logins per address (checks under way count until they succeed).
     failed: Failures<IpAddr>,
+    /// The same, per address and user name: what a right password forgives.
+    failed_as: Failures<(IpAddr, String)>,
 }
 
 /// Checked against for unknown users, so their failures take as long as wrong passwords.
@@ -215,6 +217,7 @@ impl Auth {
             clients: Throttle::new(CLIENT_BURST, 1.0),
             users: Throttle::new(USER_BURST, 1.0),
             failed: Failures::new(SUSPECT_FOR),
+            failed_as: Failures::new(SUSPECT_FOR),
         })
     }
 
@@ -318,15 +321,27 @@ impl Auth {
         };
         let mut basic = lock(&self.basic);
         basic.retain(|_, (_, at)| at.elapsed() < BASIC_TTL);
-        if basic.len() < MAX_BASIC {
-            basic.insert(header.to_owned(), (identity.clone(), Instant::now()));
+        // The oldest makes room: now that right passwords are throttled too, a full table
+        // must not leave a tool's every request to the checker.
+        if basic.len() >= MAX_BASIC
+            && let Some(oldest) = basic
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(h, _)| h.clone())
+        {
+            basic.remove(&oldest);
         }
+        basic.insert(header.to_owned(), (identity.clone(), Instant::now()));
         Ok(Some((identity, None)))
     }
 
     async fn verify(&self, name: &str, password: &str, client: IpAddr) -> Result<Identity, Denied> {
         let shown_name: String = name.chars().take(64).collect();
+        let client = address_key(client);
         let user = self.config.users.get(name);
+        // Every check takes from the address's bucket, right or wrong: a right password
+        // costs the checker as much as a wrong one, and someone who knows one account's
+        // password must not keep it busy for the others.
         self.clients
             .take(&client)
             .map_err(|wait| self.throttled(client, &shown_name, wait))?;
@@ -335,19 +350,17 @@ impl Auth {
         // A check counts as a failure from the moment it starts until it succeeds, so a
         // burst from one new address gets no more such checks than a typing owner.
         let suspect = self.failed.add(&client) > FORGIVEN_FAILURES;
-        let mut took_user = false;
-        if user.is_some() {
-            match self.users.take(&name.to_owned()) {
-                Ok(()) => took_user = true,
-                Err(wait) if suspect => return Err(self.throttled(client, &shown_name, wait)),
-                Err(_) => {}
+        let as_user = (client, shown_name.clone());
+        self.failed_as.add(&as_user);
+        // Names nobody has are limited like real ones, so the answers do not tell which
+        // accounts exist.
+        let took_user = match self.users.take(&shown_name) {
+            Ok(()) => true,
+            Err(wait) if suspect => {
+                self.failed_as.take_back(&as_user, 1);
+                return Err(self.throttled(client, &shown_name, wait));
             }
-        }
-        let give_back = || {
-            self.clients.give_back(&client);
-            if took_user {
-                self.users.give_back(&name.to_owned());
-            }
+            Err(_) => false,
         };
         let lane = if suspect { Lane::Rest } else { Lane::First };
         let started = Instant::now();
@@ -356,17 +369,25 @@ impl Auth {
             Ok(matches) => matches,
             Err(crate::passwords::Busy::Queue) => {
                 // Nothing was checked: nothing counts, and the address is what it was.
-                give_back();
-                self.failed.take_back(&client);
+                self.clients.give_back(&client);
+                if took_user {
+                    self.users.give_back(&shown_name);
+                }
+                self.failed.take_back(&client, 1);
+                self.failed_as.take_back(&as_user, 1);
                 return Err(self.throttled(client, &shown_name, Duration::from_secs(1)));
             }
         };
         match user {
             Some(user) if matches => {
-                // Only failures count: the owner's own logins never use up their limits, and
-                // a typo is forgiven once the right password came.
-                give_back();
-                self.failed.forget(&client);
+                // Only failures count against the user's limit, and the right password
+                // forgives this address its typos for this user, and only those: a right
+                // password for one account does not wash out guesses at another.
+                if took_user {
+                    self.users.give_back(&shown_name);
+                }
+                let typos = self.failed_as.forget(&as_user);
+                self.failed.take_back(&client, typos);
                 Ok(Identity {
                     name: name.to_owned(),
                     role: user.role,
@@ -386,8 +407,23 @@ impl Auth {
     }
 
     fn throttled(&self, client: IpAddr, user: &str, wait: Duration) -> Denied {
-        tracing::debug!(client = %client, user = %user, retry_in_ms = wait.as_millis() as u64, "login throttled");
+        tracing::debug!(client = %client, user = ?user, retry_in_ms = wait.as_millis() as u64, "login throttled");
         Denied::Throttled(wait)
+    }
+}
+
+/// The address logins are counted by: an IPv6 client's /64 (one host or LAN gets a whole
+/// /64 and can pick any address in it), an IPv4 one's own address.
+fn address_key(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(bits.into())
+            }
+        },
+        v4 => v4,
     }
 }
 
@@ -511,16 +547,92 @@ mod tests {
     }
 
     #[test]
+    fn right_passwords_are_throttled_per_address_too() {
+        let auth = auth();
+        smol::block_on(async {
+            for _ in 0..CLIENT_BURST {
+                assert!(auth.login("vic", "s3cret", ip(30)).await.is_ok());
+            }
+            assert!(
+                matches!(
+                    auth.login("vic", "s3cret", ip(30)).await,
+                    Err(Denied::Throttled(_))
+                ),
+                "a right password costs the checker as much as a wrong one"
+            );
+            assert!(
+                auth.login("ada", "s3cret", ip(31)).await.is_ok(),
+                "from elsewhere"
+            );
+        });
+    }
+
+    #[test]
+    fn a_right_password_forgives_typos_for_its_own_account_only() {
+        let auth = auth();
+        smol::block_on(async {
+            let owner = ip(40);
+            for _ in 0..2 {
+                assert_eq!(auth.login("ada", "typo", owner).await.err(), Some(Denied::Wrong));
+            }
+            assert!(auth.login("ada", "s3cret", owner).await.is_ok());
+            assert_eq!(auth.failed.forget(&owner), 0, "the owner's typos are forgiven");
+            // Two guesses at ada, then vic's right password, twice over: the guesses stay.
+            let guesser = ip(41);
+            assert_eq!(
+                auth.login("ada", "guess", guesser).await.err(),
+                Some(Denied::Wrong)
+            );
+            assert_eq!(
+                auth.login("ada", "guess", guesser).await.err(),
+                Some(Denied::Wrong)
+            );
+            assert!(auth.login("vic", "s3cret", guesser).await.is_ok());
+            assert_eq!(
+                auth.login("ada", "guess", guesser).await.err(),
+                Some(Denied::Wrong)
+            );
+            assert_eq!(
+                auth.login("ada", "guess", guesser).await.err(),
+                Some(Denied::Wrong)
+            );
+            assert_eq!(auth.failed.forget(&guesser), 4, "a guesser stays one");
+        });
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().expect("v6");
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("v6");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("v6");
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("mapped");
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        assert_eq!(address_key(mapped), ip(1));
+        assert_eq!(address_key(ip(1)), ip(1));
+    }
+
+    #[test]
     fn guessers_from_many_addresses_never_hold_back_an_address_that_has_not_failed() {
+        guessers_are_held_to_the_user_limit("ada");
+    }
+
+    #[test]
+    fn names_nobody_has_are_limited_as_real_ones_are() {
+        // Otherwise the limit would tell a guesser which accounts exist.
+        guessers_are_held_to_the_user_limit("nobody");
+    }
+
+    fn guessers_are_held_to_the_user_limit(name: &'static str) {
         let auth = std::sync::Arc::new(auth());
         smol::block_on(async {
-            // Enough failures for ada, from several addresses, to spend her per-user limit.
+            // Enough failures for the name, from several addresses, to spend its limit.
             let mut held = 0;
             for _ in 0..5 {
                 let guesses: Vec<_> = (0..6u8)
                     .map(|n| {
                         let auth = auth.clone();
-                        smol::spawn(async move { auth.login("ada", "guess", ip(20 + n)).await })
+                        smol::spawn(async move { auth.login(name, "guess", ip(20 + n)).await })
                     })
                     .collect();
                 for guess in guesses {
@@ -535,7 +647,7 @@ mod tests {
             let burst: Vec<_> = (0..5)
                 .map(|_| {
                     let auth = auth.clone();
-                    smol::spawn(async move { auth.login("ada", "guess", ip(50)).await })
+                    smol::spawn(async move { auth.login(name, "guess", ip(50)).await })
                 })
                 .collect();
             let mut checked = 0;

@@ -122,20 +122,25 @@ impl<K: Eq + Hash + Clone> Failures<K> {
         before
     }
 
-    /// Takes back one counted for `key` (it turned out not to be a failure).
-    pub fn take_back(&self, key: &K) {
+    /// Takes back `n` counted for `key` (they turned out not to be failures).
+    pub fn take_back(&self, key: &K, n: u32) {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = counts.get_mut(key) {
-            entry.0 = entry.0.saturating_sub(1);
+            entry.0 = entry.0.saturating_sub(n);
             if entry.0 == 0 {
                 counts.remove(key);
             }
         }
     }
 
-    /// Forgets every failure of `key`.
-    pub fn forget(&self, key: &K) {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    /// Forgets every failure of `key`; returns how many there were.
+    pub fn forget(&self, key: &K) -> u32 {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match counts.remove(key) {
+            Some((count, at)) if now.duration_since(at) < self.window => count,
+            _ => 0,
+        }
     }
 }
 
@@ -171,8 +176,11 @@ mod tests {
         let failures = Failures::new(Duration::from_millis(50));
         assert_eq!(failures.add(&1), 0);
         assert_eq!(failures.add(&1), 1);
-        failures.take_back(&1);
+        failures.take_back(&1, 1);
         assert_eq!(failures.add(&1), 1, "one taken back");
+        assert_eq!(failures.forget(&1), 2, "forgetting says how many");
+        assert_eq!(failures.add(&1), 0, "forgotten");
+        failures.add(&1);
         assert_eq!(failures.add(&2), 0, "each key its own count");
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(failures.add(&1), 0, "forgotten after the window");

@@ -229,6 +229,43 @@ fn guessers_are_slowed_per_address_logged_for_fail2ban_and_the_owner_gets_in() {
     assert_eq!(fail2ban_matches(&daemon.log), failed_lines);
 }
 
+#[test]
+fn right_passwords_are_limited_per_address_too() {
+    // Someone who knows a viewer's password must not keep the password checker busy: a
+    // right password costs it as much as a wrong one.
+    let daemon = Daemon::start(&config_with_users());
+    let port = daemon.port;
+    let login = |user: &str, password: &str| {
+        let body = format!("user={user}&password={password}&next=");
+        format!(
+            "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut answers = Vec::new();
+    for _ in 0..8 {
+        answers.push(request_from("127.0.0.20", port, &login("vic", "vic-secret")));
+    }
+    let logged_in = answers
+        .iter()
+        .take_while(|(status, answer)| *status == 303 && answer.contains("croissant_session="))
+        .count();
+    assert!(
+        (5..8).contains(&logged_in),
+        "{logged_in} logins in a row: {answers:?}"
+    );
+    let (status, answer) = &answers[logged_in];
+    assert_eq!(*status, 429, "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("retry-after: "), "{answer}");
+    assert!(answer.contains("Too many login attempts"), "{answer}");
+    let (status, answer) = request_from("127.0.0.21", port, &login("ada", "ada-secret"));
+    assert!(
+        status == 303 && answer.contains("croissant_session="),
+        "the owner: {answer}"
+    );
+}
+
 /// How many lines of `log` fail2ban's own matcher takes for failed logins with the shipped
 /// filter (installed next to fail2ban's `common.conf`, as the README says).
 fn fail2ban_matches(log: &std::path::Path) -> usize {
