@@ -235,6 +235,7 @@ enum Ending {
 async fn read_controls(
     mut rx: async_tungstenite::WebSocketReceiver<crate::turns::TurnTaking>,
     out: async_channel::Sender<Control>,
+    frame_finished: async_channel::Receiver<()>,
 ) {
     loop {
         let control = match rx.next().await {
@@ -245,8 +246,13 @@ async fn read_controls(
             },
             Some(Ok(Message::Close(_))) => {
                 // tungstenite has queued its answering Close (RFC 6455 §5.5.1); it goes out
-                // on the next read, which then sees the end of the connection.
+                // on the next read, which then sees the end of the connection. That read
+                // waits for the frame in progress to be finished: while it cannot write,
+                // tungstenite reads on, and whatever the viewer sent after its close (a
+                // ping, its end of the connection) would end the read before the answer
+                // went out.
                 let _ = out.send(Control::Closed(Ending::Answer)).await;
+                let _ = frame_finished.recv().await;
                 continue;
             }
             None => Control::Closed(Ending::Broken),
@@ -283,7 +289,9 @@ impl WebSocketSink {
         // The reading side parks in its own task until the viewer sends something, so
         // frames cost this connection nothing but the fan-out's one system call each.
         let (control_tx, control) = async_channel::bounded(4);
-        let reader = crate::runtime::spawn(read_controls(rx, control_tx).in_current_span());
+        let (frame_finished, frame_finished_rx) = async_channel::bounded(1);
+        let reader =
+            crate::runtime::spawn(read_controls(rx, control_tx, frame_finished_rx).in_current_span());
         let mut endings = Endings {
             shutdown: &self.ctx.shutdown,
             session: client.session.as_ref(),
@@ -370,6 +378,7 @@ impl WebSocketSink {
         // A frame begun is finished first: a close inside it would never be read as one.
         let closing = !matches!(ending, Ending::Broken) && seat.finish(CLOSE_WITHIN).await.is_ok();
         seat.abandon();
+        drop(frame_finished);
         if closing {
             let close = async {
                 if let Ending::Close((code, reason)) = ending {

@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -684,14 +685,28 @@ fn a_viewer_behind_on_reading_that_closes_gets_the_close_after_whole_frames() {
     // A client that closes while the daemon is half-way through a frame must get the rest of
     // that frame and then the answering close (RFC 6455 §5.5.1); a close written inside the
     // frame is read as frame bytes, and the client reports 1006 after its close timeout.
+    // Whatever the viewer sends after its close (a ping, a message, the end of its side of
+    // the connection) must not keep the answer from going out.
     let daemon = start_with_hd_camera();
-    for round in 0..3 {
+    for round in 0..4 {
         let mut viewer = daemon.viewer("/");
         viewer.send("start");
         viewer.frame();
         // Fall behind until the socket is full and a frame is half written, then close.
         std::thread::sleep(Duration::from_millis(700));
         viewer.ws.close(None).expect("send close");
+        viewer.ws.flush().expect("flush");
+        let socket = viewer.ws.get_mut();
+        match round {
+            // A masked ping, then a masked "start", written past the client library (which
+            // sends nothing after its close).
+            1 => socket.write_all(&[0x89, 0x80, 1, 2, 3, 4]).expect("ping"),
+            2 => socket
+                .write_all(&[0x81, 0x85, 0, 0, 0, 0, b's', b't', b'a', b'r', b't'])
+                .expect("text"),
+            3 => socket.shutdown(std::net::Shutdown::Write).expect("shut down"),
+            _ => {}
+        }
         let mut frames = 0;
         let answer = loop {
             match viewer.next() {
