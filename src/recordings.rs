@@ -128,13 +128,27 @@ impl Recordings {
     /// progress" until [`Recordings::finished`] is called for it.
     pub fn set_current(&self, current: Option<Current>) {
         if let Some(c) = &current {
-            self.open
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(c.stem.clone());
+            self.writing(&c.stem);
         }
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = current;
         self.changed.notify(usize::MAX);
+    }
+
+    /// Records that an ffmpeg writes `stem` (the current segment, or one of frames a dead
+    /// ffmpeg left) until [`Recordings::finished`] is called for it.
+    pub fn writing(&self, stem: &str) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(stem.to_owned());
+        self.changed.notify(usize::MAX);
+    }
+
+    /// Whether `stem`'s file of `len` bytes can be played: any finished one (what does not
+    /// play is removed when its ffmpeg exits), one being written once its first fragment
+    /// is complete.
+    pub fn playable(&self, stem: &str, len: u64) -> bool {
+        !self.is_open(stem) || self.walked_duration(stem, len).is_some_and(|d| !d.is_zero())
     }
 
     /// Announces that a segment's ffmpeg has exited: the file is complete and holds

@@ -38,12 +38,25 @@ async fn recording(req: Request<AppState>) -> tide::Result {
     if segment_stem(name).is_none() {
         return bad_name();
     }
-    let path = req.state().recordings.recordings_dir().join(name);
+    let recordings = &req.state().recordings;
+    let path = recordings.recordings_dir().join(name);
     let (file, len, permit) = match open(&req, path).await {
         Opened::File(file, len, permit) => (file, len, permit),
         Opened::Missing => return not_found(),
         Opened::Busy => return busy(),
     };
+    // The segment being written holds only headers until its first fragment (2 s in):
+    // no player could play it yet.
+    let stem = segment_stem(name).unwrap_or_default().to_owned();
+    let recordings = req.state().recordings.clone();
+    if !smol::unblock(move || recordings.playable(&stem, len)).await {
+        let mut res = json_response(
+            StatusCode::NotFound,
+            &json!({ "error": "Nothing recorded in this segment yet; try again in 2 s" }),
+        )?;
+        res.insert_header("Retry-After", "2");
+        return Ok(res);
+    }
     let range = req.header("Range").map(|h| h.last().as_str().to_owned());
     let (status, start, count) = match range.as_deref().map(|r| parse_range(r, len)) {
         None | Some(Range::Ignore) => (StatusCode::Ok, 0, len),

@@ -602,6 +602,24 @@ fn an_encoder_killed_before_its_first_fragment_leaves_no_unplayable_file() {
             std::fs::metadata(&file).is_ok_and(|m| m.len() > 0)
         });
         let header = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        // Headers alone play nowhere: not served yet. (Only the first segment is sure to
+        // be headers alone here: later ones begin with the frames held over from the last,
+        // over 2 s of them, and so with a whole fragment.)
+        if round == 0 {
+            let (status, headers, body) = http(
+                daemon.port,
+                &format!("GET /recordings/{segment} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            );
+            let body = String::from_utf8_lossy(&body);
+            assert_eq!(status, 404, "{body}");
+            assert!(body.contains("Nothing recorded in this segment yet"), "{body}");
+            assert!(
+                headers
+                    .iter()
+                    .any(|(name, value)| name.eq_ignore_ascii_case("retry-after") && value == "2"),
+                "{headers:?}"
+            );
+        }
         signal_pid(ffmpeg, Signal::KILL);
         eprintln!("round {round}: {header} bytes when killed");
         // The next segment's ffmpeg (its file may take the same name, now free again).
@@ -721,11 +739,173 @@ fn frame_times(path: &Path) -> Vec<f64> {
         .collect()
 }
 
+/// Checks that the recordings at `paths` hold every camera frame (fakecam `--barcode`)
+/// from the first recorded to the last, once, in order, with no gap in any file's own
+/// timestamps, and at least `at_least` of them; returns how many files there are.
+fn assert_every_frame_once(paths: &[PathBuf], at_least: usize) -> usize {
+    let mut files: Vec<(Vec<u16>, PathBuf)> = paths
+        .iter()
+        .map(|path| (frame_numbers(path), path.clone()))
+        .collect();
+    for (numbers, path) in &files {
+        assert!(!numbers.is_empty(), "{} has no frame", path.display());
+        // Within a file, by its own timestamps: no gap (10 fps: 0.1 s apart).
+        let times = frame_times(path);
+        assert_eq!(times.len(), numbers.len(), "{}", path.display());
+        for pair in times.windows(2) {
+            assert!(pair[1] - pair[0] <= 0.2, "{}: {times:?}", path.display());
+        }
+    }
+    // Across files: every camera frame from the first recorded to the last, once, in
+    // order (fakecam writes one every 0.1 s, so no frame missing means no gap).
+    files.sort_by_key(|(numbers, _)| numbers[0]);
+    let all: Vec<u16> = files.iter().flat_map(|(n, _)| n.iter().copied()).collect();
+    let missing: Vec<_> = all.windows(2).filter(|w| w[1] != w[0] + 1).collect();
+    assert!(
+        missing.is_empty(),
+        "frames lost or repeated at {missing:?} in {:?}",
+        files
+            .iter()
+            .map(|(n, p)| (p.file_name(), n.first(), n.last()))
+            .collect::<Vec<_>>()
+    );
+    assert!(all.len() >= at_least, "{} frames", all.len());
+    files.len()
+}
+
+/// Every file in the daemon's `recordings/`.
+fn recorded_files(daemon: &Daemon) -> Vec<PathBuf> {
+    std::fs::read_dir(recordings_dir(daemon))
+        .expect("recordings")
+        .map(|e| e.expect("entry").path())
+        .collect()
+}
+
+/// The highest camera frame number in any recording.
+fn last_recorded_frame(daemon: &Daemon) -> u16 {
+    recorded_files(daemon)
+        .iter()
+        .flat_map(|path| frame_numbers(path))
+        .max()
+        .unwrap_or(0)
+}
+
+fn barcode_config(segment_seconds: u64) -> String {
+    config_with(100, segment_seconds).replace(r#""--height", "240"]"#, r#""--height", "240", "--barcode"]"#)
+}
+
+#[test]
+fn an_encoder_that_dies_finishing_its_segment_loses_no_frame() {
+    // The first segment's encoder is killed after the daemon closed its input, before it
+    // wrote its last fragment; by then the next segment has begun with later frames.
+    let dir = tempfile::tempdir().expect("dir");
+    let program = dir.path().join("dies-finishing.py");
+    std::fs::write(
+        &program,
+        format!(
+            "import os, subprocess, sys\n\
+             marker = {marker:?}\n\
+             p = subprocess.Popen(['ffmpeg'] + sys.argv[1:], stdin=subprocess.PIPE)\n\
+             while True:\n\
+             \x20   chunk = os.read(0, 65536)\n\
+             \x20   if not chunk:\n\
+             \x20       break\n\
+             \x20   p.stdin.write(chunk)\n\
+             \x20   p.stdin.flush()\n\
+             if not os.path.exists(marker):\n\
+             \x20   open(marker, 'w').close()\n\
+             \x20   p.kill()\n\
+             \x20   p.wait()\n\
+             \x20   sys.exit(137)\n\
+             p.stdin.close()\n\
+             sys.exit(p.wait())\n",
+            marker = dir.path().join("killed-once").display().to_string()
+        ),
+    )
+    .expect("write the wrapper");
+    let wrapper = script(
+        dir.path(),
+        "dies-finishing",
+        &format!("exec python3 {} \"$@\"\n", program.display()),
+    );
+    let config = barcode_config(5).replace(
+        "type = \"recorder\"",
+        &format!("type = \"recorder\"\nffmpeg = \"{}\"", wrapper.display()),
+    );
+    let mut daemon = Daemon::start_in(dir, &config);
+    switch(&daemon, "continuous");
+    daemon.wait_for("the leftovers' segment", Duration::from_secs(30), |d| {
+        d.log_text()
+            .contains("the frames a dead ffmpeg left are recorded")
+    });
+    // One more whole segment after it.
+    daemon.wait_for("two more segments", Duration::from_secs(30), |d| {
+        finished(d).len() >= 3
+    });
+    daemon.signal(Signal::TERM);
+    daemon.wait_exit(Duration::from_secs(20)).expect("exit");
+    let log = daemon.log_text();
+    assert!(log.contains("ffmpeg died while finishing its segment"), "{log}");
+    assert_every_frame_once(&recorded_files(&daemon), 100);
+}
+
+#[test]
+fn frames_held_during_a_restart_pause_are_written_at_sigterm() {
+    let mut daemon = Daemon::start(&barcode_config(30));
+    switch(&daemon, "continuous");
+    let mut viewer = daemon.viewer("/");
+    viewer.send("start");
+    // Kill the encoder 1 s into its segment (before its first fragment: its file holds
+    // nothing), then stop the daemon during the pause before the next encoder starts.
+    let ffmpeg = recorder_ffmpeg(&daemon, &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    signal_pid(ffmpeg, Signal::KILL);
+    let killed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_micros() as u64;
+    // A camera frame taken after the kill.
+    let after_kill = loop {
+        let jpeg = viewer.frame();
+        let taken = comment_field(&jpeg, "us=").expect("fakecam's capture time");
+        if taken > killed {
+            break frame_seq(&jpeg);
+        }
+    };
+    daemon.signal(Signal::TERM);
+    daemon.wait_exit(Duration::from_secs(20)).expect("exit");
+    let log = daemon.log_text();
+    assert!(log.contains("ffmpeg died"), "{log}");
+    assert_every_frame_once(&recorded_files(&daemon), 10);
+    let last = last_recorded_frame(&daemon);
+    assert!(
+        u64::from(last) >= after_kill,
+        "the last recorded frame is {last}; frame {after_kill} came after the kill"
+    );
+}
+
+#[test]
+fn with_short_segments_health_recovers_after_an_encoder_dies() {
+    // No one ffmpeg lives 5 s here; the recorder still counts as working again.
+    let daemon = Daemon::start(&config_with(10, 2));
+    switch(&daemon, "continuous");
+    let first = recorder_ffmpeg(&daemon, &[]);
+    // A segment's ffmpeg that has just started (its segment ends 2 s from now).
+    let fresh = recorder_ffmpeg(&daemon, &[first]);
+    signal_pid(fresh, Signal::KILL);
+    daemon.wait_for("health to say the recorder failed", Duration::from_secs(5), |d| {
+        d.health()["status"] == "degraded"
+    });
+    daemon.wait_for("health to recover", Duration::from_secs(20), |d| {
+        d.get("/health").0 == 200 && d.health()["status"] == "ok"
+    });
+}
+
 #[test]
 fn an_encoder_killed_mid_segment_loses_no_frame() {
     // Frames that say their own number, so the recordings show which camera frames they
     // hold; 2 s fragments in 6 s segments.
-    let config = config_with(100, 6).replace(r#""--height", "240"]"#, r#""--height", "240", "--barcode"]"#);
+    let config = barcode_config(6);
     let mut daemon = Daemon::start(&config);
     switch(&daemon, "continuous");
     let mut killed = Vec::new();
@@ -760,36 +940,7 @@ fn an_encoder_killed_mid_segment_loses_no_frame() {
         5,
         "each kill was seen: {log}"
     );
-    let check = |paths: &[PathBuf]| {
-        let mut files: Vec<(Vec<u16>, PathBuf)> = paths
-            .iter()
-            .map(|path| (frame_numbers(path), path.clone()))
-            .collect();
-        for (numbers, path) in &files {
-            assert!(!numbers.is_empty(), "{} has no frame", path.display());
-            // Within a file, by its own timestamps: no gap (10 fps: 0.1 s apart).
-            let times = frame_times(path);
-            assert_eq!(times.len(), numbers.len(), "{}", path.display());
-            for pair in times.windows(2) {
-                assert!(pair[1] - pair[0] <= 0.2, "{}: {times:?}", path.display());
-            }
-        }
-        // Across files: every camera frame from the first recorded to the last, once, in
-        // order (fakecam writes one every 0.1 s, so no frame missing means no gap).
-        files.sort_by_key(|(numbers, _)| numbers[0]);
-        let all: Vec<u16> = files.iter().flat_map(|(n, _)| n.iter().copied()).collect();
-        let missing: Vec<_> = all.windows(2).filter(|w| w[1] != w[0] + 1).collect();
-        assert!(
-            missing.is_empty(),
-            "frames lost or repeated at {missing:?} in {:?}",
-            files
-                .iter()
-                .map(|(n, p)| (p.file_name(), n.first(), n.last()))
-                .collect::<Vec<_>>()
-        );
-        assert!(all.len() > 50, "{} frames", all.len());
-        files.len()
-    };
+    let check = |paths: &[PathBuf]| assert_every_frame_once(paths, 50);
     let recorded: Vec<PathBuf> = std::fs::read_dir(recordings_dir(&daemon))
         .expect("recordings")
         .map(|e| e.expect("entry").path())

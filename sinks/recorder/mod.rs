@@ -147,6 +147,9 @@ impl Recorder {
         let mut reported_drops = 0;
         // Whether the recorder is known to be failing (see `stats.problem`).
         let mut failing = false;
+        // Since when encoders have worked without a failure (across segments: with short
+        // segments no one ffmpeg lives long enough to tell).
+        let mut working_since: Option<Instant> = None;
         loop {
             let frame = crate::shutdown::unless(&disabled, frames.recv()).await;
             let Some(frame) = frame else { break };
@@ -159,13 +162,17 @@ impl Recorder {
                 // The next segment starts below with this frame; this one finishes meanwhile.
                 let recordings = recordings.clone();
                 let stats = stats.clone();
+                let config = self.config.clone();
+                let frame_rate = self.ctx.frame_rate;
                 crate::runtime::spawn(async move {
                     let stem = old.stem.clone();
                     let finished = old.finish(&stats).await;
                     recordings.finished(&stem, finished.length);
-                    // The next segment has begun with later frames; these cannot follow.
+                    // The next segment has begun with later frames, so what this ffmpeg
+                    // died without writing cannot open it: it gets a segment of its own.
                     if !finished.unwritten.is_empty() {
-                        warn!(segment = %stem, lost = finished.unwritten.len(), "ffmpeg died while finishing its segment; its last frames are lost");
+                        warn!(segment = %stem, frames = finished.unwritten.len(), "ffmpeg died while finishing its segment; its last frames go to a segment of their own");
+                        record_leftovers(&config, &recordings, frame_rate, &stats, finished.unwritten).await;
                     }
                 })
                 .detach();
@@ -183,6 +190,7 @@ impl Recorder {
                             started: started.started,
                         }));
                         segment = Some(started);
+                        working_since.get_or_insert_with(Instant::now);
                         stats.up.store(true, Ordering::Relaxed);
                     }
                     Err(error) => {
@@ -193,6 +201,7 @@ impl Recorder {
                             detail: String::new(),
                         }));
                         failing = true;
+                        working_since = None;
                         retry_at = Instant::now() + pause;
                         continue;
                     }
@@ -202,14 +211,14 @@ impl Recorder {
             let written = current.write_all(&mut waiting, &stats.delivered).await;
             if let Err(error) = written {
                 let Some(dead) = segment.take() else { continue };
-                let lived = dead.opened.elapsed();
+                let worked = working_since.take().map(|since| since.elapsed());
                 let stem = dead.stem.clone();
                 let finished = dead.finish(&stats).await;
                 stats.up.store(false, Ordering::Relaxed);
                 stats.restarts.fetch_add(1, Ordering::Relaxed);
                 recordings.set_current(None);
                 recordings.finished(&stem, finished.length);
-                if lived > Duration::from_secs(30) {
+                if worked.is_some_and(|worked| worked > Duration::from_secs(30)) {
                     backoff.reset();
                 }
                 let pause = backoff.next_delay();
@@ -226,7 +235,7 @@ impl Recorder {
                 retry_at = Instant::now() + pause;
                 continue;
             }
-            if failing && current.opened.elapsed() >= HEALTHY_AFTER {
+            if failing && working_since.is_some_and(|since| since.elapsed() >= HEALTHY_AFTER) {
                 stats.set_problem(None);
                 failing = false;
             }
@@ -236,16 +245,64 @@ impl Recorder {
                 reported_drops = dropped;
             }
         }
+        // Frames in memory are written before the recorder stops: those of the segment
+        // being written, and any its ffmpeg died without writing or that wait for a new
+        // one (the camera stops or the mode switches during a restart's pause).
+        let mut leftovers = Vec::new();
         if let Some(last) = segment.take() {
             info!(segment = %last.stem, "finishing the segment");
             let stem = last.stem.clone();
             recordings.set_current(None);
             let finished = last.finish(&stats).await;
             recordings.finished(&stem, finished.length);
+            leftovers = finished.unwritten;
+        }
+        leftovers.extend(std::mem::take(&mut waiting.frames));
+        if !leftovers.is_empty() {
+            info!(
+                frames = leftovers.len(),
+                "writing the frames no ffmpeg has written yet"
+            );
+            record_leftovers(&self.config, &recordings, self.ctx.frame_rate, &stats, leftovers).await;
         }
         stats.up.store(false, Ordering::Relaxed);
         stats.set_problem(None);
         recordings.set_current(None);
+    }
+}
+
+/// Writes frames a dead ffmpeg left, and no later ones, into a segment of their own (named
+/// by the first one's time, so it lists between the segments around it).
+async fn record_leftovers(
+    config: &Config,
+    recordings: &Recordings,
+    frame_rate: Option<u32>,
+    stats: &SinkStats,
+    frames: Vec<Frame>,
+) {
+    let Some(first) = frames.first().map(|f| f.at) else {
+        return;
+    };
+    let count = frames.len();
+    let mut segment = match Segment::start(config, recordings, first, frame_rate) {
+        Ok(segment) => segment,
+        Err(error) => {
+            warn!(%error, lost = count, "cannot start ffmpeg for the frames a dead one left; they are lost");
+            return;
+        }
+    };
+    recordings.writing(&segment.stem);
+    let mut held = Held::default();
+    held.put_back(frames);
+    let written = segment.write_all(&mut held, &stats.delivered).await;
+    let stem = segment.stem.clone();
+    let finished = segment.finish(stats).await;
+    recordings.finished(&stem, finished.length);
+    let lost = finished.unwritten.len() + held.frames.len();
+    if written.is_err() || lost > 0 {
+        warn!(segment = %stem, lost, stderr = %finished.tail, "ffmpeg died writing the frames a dead one left; they are lost");
+    } else {
+        info!(segment = %stem, frames = count, "the frames a dead ffmpeg left are recorded");
     }
 }
 
