@@ -182,11 +182,27 @@ mod tests {
     fn until_wanted_wakes_on_change() {
         let demand = Demand::default();
         let d = demand.clone();
-        let waiter = std::thread::spawn(move || smol::block_on(d.until_wanted(true)));
+        let (woke, woken) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            smol::block_on(d.until_wanted(true));
+            let _ = woke.send(());
+        });
+        // (Most likely parked by now, so the wake-up itself is what is tested.)
         std::thread::sleep(std::time::Duration::from_millis(20));
         let want = demand.want();
-        waiter.join().expect("waiter thread");
+        let within = std::time::Duration::from_secs(5);
+        assert!(woken.recv_timeout(within).is_ok(), "a want woke nobody");
         drop(want);
-        smol::block_on(demand.until_wanted(false));
+        let released = smol::block_on(futures_lite::future::or(
+            async {
+                demand.until_wanted(false).await;
+                true
+            },
+            async {
+                smol::Timer::after(within).await;
+                false
+            },
+        ));
+        assert!(released, "dropping the want woke nobody");
     }
 }
