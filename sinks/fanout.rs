@@ -14,7 +14,7 @@
 
 use std::io::{self, IoSlice, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +25,7 @@ use tracing::Instrument;
 use super::SinkContext;
 use crate::bus::{Frame, Policy, Subscription};
 use crate::staging::{Stage, Staged};
+use crate::sync::lock;
 use crate::turns::FrameWriter;
 
 /// Writes a message header for a payload of `len` bytes into the buffer; returns its size.
@@ -465,9 +466,4 @@ async fn within<T>(stall: Duration, work: impl std::future::Future<Output = io::
         ))
     };
     futures_lite::future::or(work, stalled).await
-}
-
-/// Locks a mutex, ignoring poisoning: every critical section here leaves the data valid.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::passwords::{Checker, Lane};
 use crate::shutdown::{Ending, Signal, Trigger};
+use crate::sync::lock;
 use crate::throttle::{Failures, Throttle};
 
 /// The session cookie's name.
@@ -451,10 +452,6 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
         return None;
     }
     Base64::decode_vec(text).ok()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

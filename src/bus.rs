@@ -6,13 +6,14 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_channel::{Receiver, Sender, TrySendError};
 use bytes::Bytes;
 
 use crate::mode::{Demand, Want};
+use crate::sync::lock;
 
 /// One complete JPEG as it came from the source.
 #[derive(Debug, Clone)]
@@ -198,11 +199,6 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         lock(&self.bus.inner.subscribers).retain(|sub| sub.id != self.id);
     }
-}
-
-/// Locks a mutex, ignoring poisoning: every critical section here leaves the data valid.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

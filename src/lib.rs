@@ -49,6 +49,7 @@ pub mod splitter;
 pub mod staging;
 pub mod state;
 pub mod stderr;
+pub mod sync;
 pub mod testpattern;
 pub mod throttle;
 pub mod turns;

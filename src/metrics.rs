@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 use crate::bus::Bus;
 use crate::mode::{Mode, ModeSwitch};
 use crate::source::{State, Status};
+use crate::sync::lock;
 
 /// The `Content-Type` of what [`Exporter::render`] returns.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -433,8 +434,4 @@ fn gauge_with(
 ) -> Result<(), std::fmt::Error> {
     let mut family = out.encode_descriptor(name, help, None, MetricType::Gauge)?;
     ConstGauge::new(value).encode(family.encode_family(&labels)?)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::sync::lock;
 use event_listener::Event;
 use serde::{Deserialize, Serialize};
 
@@ -122,7 +123,7 @@ impl ModeSwitch {
 
     /// The mode in force.
     pub fn current(&self) -> Mode {
-        *self.current.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.current)
     }
 
     /// Enables the sinks of the current mode.
@@ -136,7 +137,7 @@ impl ModeSwitch {
     pub async fn set(&self, mode: Mode) -> std::io::Result<()> {
         let mut sinks = self.sinks.lock().await;
         self.state.save(crate::state::State { mode })?;
-        let previous = std::mem::replace(&mut *self.current.lock().unwrap_or_else(|p| p.into_inner()), mode);
+        let previous = std::mem::replace(&mut *lock(&self.current), mode);
         if previous != mode {
             tracing::info!(from = %previous, to = %mode, "mode switched");
         }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use crate::sync::lock;
 use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
 use event_listener::Event;
 use serde::Serialize;
@@ -130,17 +131,14 @@ impl Recordings {
         if let Some(c) = &current {
             self.writing(&c.stem);
         }
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = current;
+        *lock(&self.current) = current;
         self.changed.notify(usize::MAX);
     }
 
     /// Records that an ffmpeg writes `stem` (the current segment, or one of frames a dead
     /// ffmpeg left) until [`Recordings::finished`] is called for it.
     pub fn writing(&self, stem: &str) {
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(stem.to_owned());
+        lock(&self.open).push(stem.to_owned());
         self.changed.notify(usize::MAX);
     }
 
@@ -154,12 +152,9 @@ impl Recordings {
     /// Announces that a segment's ffmpeg has exited: the file is complete and holds
     /// `length` of video, if known.
     pub fn finished(&self, stem: &str, length: Option<Duration>) {
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|s| s != stem);
+        lock(&self.open).retain(|s| s != stem);
         if let Some(length) = length {
-            let mut lengths = self.lengths.lock().unwrap_or_else(|p| p.into_inner());
+            let mut lengths = lock(&self.lengths);
             lengths.insert(stem.to_owned(), length);
         }
         self.changed.notify(usize::MAX);
@@ -167,11 +162,8 @@ impl Recordings {
 
     /// Drops what is remembered about a deleted segment.
     pub fn forget(&self, stem: &str) {
-        self.lengths
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(stem);
-        self.walked.lock().unwrap_or_else(|p| p.into_inner()).remove(stem);
+        lock(&self.lengths).remove(stem);
+        lock(&self.walked).remove(stem);
     }
 
     /// At start-up, before anything records: segments an earlier run left cut off (ffmpeg
@@ -215,7 +207,7 @@ impl Recordings {
 
     /// The play time of a segment file of `len` bytes, read from its boxes once per length.
     fn walked_duration(&self, stem: &str, len: u64) -> Option<Duration> {
-        if let Some((at_len, duration)) = self.walked.lock().unwrap_or_else(|p| p.into_inner()).get(stem)
+        if let Some((at_len, duration)) = lock(&self.walked).get(stem)
             && *at_len == len
         {
             return *duration;
@@ -224,25 +216,18 @@ impl Recordings {
             .and_then(|file| crate::mp4::summarize(&file))
             .ok()
             .and_then(|summary| summary.duration);
-        self.walked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(stem.to_owned(), (len, duration));
+        lock(&self.walked).insert(stem.to_owned(), (len, duration));
         duration
     }
 
     /// Whether `stem` is still being written (or finished) by an ffmpeg.
     pub fn is_open(&self, stem: &str) -> bool {
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|s| s == stem)
+        lock(&self.open).iter().any(|s| s == stem)
     }
 
     /// The segment being written.
     pub fn current(&self) -> Option<Current> {
-        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.current).clone()
     }
 
     /// Resolves at the next segment start or finish. Create the future before checking
@@ -265,12 +250,7 @@ impl Recordings {
                 let meta = entry.metadata().ok().filter(|m| m.is_file())?;
                 let start = stem_time(&stem)?;
                 let in_progress = self.is_open(&stem);
-                let known = self
-                    .lengths
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&stem)
-                    .copied();
+                let known = lock(&self.lengths).get(&stem).copied();
                 // A file says itself how long it plays: the one being written, up to its
                 // last complete fragment (nothing before the first, 2 s in).
                 let duration = known

@@ -20,6 +20,7 @@ use crate::ratelimit::{Burst, FailureRun, RateLimit};
 use crate::shutdown::Signal;
 use crate::splitter::{Discard, Splitter};
 use crate::stderr::Tail;
+use crate::sync::lock;
 
 /// Where the source is in its life cycle, as `/health` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -119,7 +120,7 @@ const FPS_WINDOW: Duration = Duration::from_secs(2);
 
 impl Status {
     fn update(&self, f: impl FnOnce(&mut StatusInner)) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = lock(&self.inner);
         f(&mut inner);
     }
 
@@ -158,7 +159,7 @@ impl Status {
     /// The current status.
     pub fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = lock(&self.inner);
         let window: Vec<&Instant> = inner
             .recent
             .iter()

@@ -23,6 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::sync::lock;
 use rustix::fs::{FallocateFlags, MemfdFlags};
 
 /// Frames of one sink, staged one after the other in a memfd.
@@ -83,7 +84,7 @@ impl Stage {
     /// The staged bytes of frame `seq`, staging `parts` (concatenated) if no viewer has yet.
     /// Viewers of one sink all ask for the same frames, so only the first one writes.
     pub fn frame(&self, seq: u64, parts: &[&[u8]]) -> io::Result<Arc<Staged>> {
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = lock(&self.current);
         if let Some((staged_seq, staged)) = current.as_ref()
             && *staged_seq == seq
         {

@@ -1,6 +1,7 @@
 //! A child process's stderr (the camera's, ffmpeg's): read line by line into the log,
 //! keeping the last few lines for the message that reports the child's death.
 
+use crate::sync::lock;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
@@ -13,7 +14,7 @@ impl Tail {
     const LINES: usize = 5;
 
     fn push(&self, line: String) {
-        let mut lines = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lines = lock(&self.0);
         if lines.len() == Self::LINES {
             lines.pop_front();
         }
@@ -22,7 +23,7 @@ impl Tail {
 
     /// The kept lines joined with ` | `, empty if there were none.
     pub fn joined(&self) -> String {
-        let lines = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let lines = lock(&self.0);
         lines.iter().cloned().collect::<Vec<_>>().join(" | ")
     }
 }

@@ -7,6 +7,7 @@
 //! buckets is bounded: when it is full, buckets that have refilled (which say nothing any
 //! more) are dropped, and if none has, the oldest is.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
@@ -42,7 +43,7 @@ impl<K: Eq + Hash + Clone> Throttle<K> {
     /// Takes one check for `key`, or says how long until one is free.
     pub fn take(&self, key: &K) -> Result<(), Duration> {
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buckets = lock(&self.buckets);
         if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
             self.prune(&mut buckets, now);
         }
@@ -63,7 +64,7 @@ impl<K: Eq + Hash + Clone> Throttle<K> {
 
     /// Returns a check taken for `key` (one that turned out not to count).
     pub fn give_back(&self, key: &K) {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buckets = lock(&self.buckets);
         if let Some(bucket) = buckets.get_mut(key) {
             bucket.tokens = (bucket.tokens + 1.0).min(self.burst);
         }
@@ -101,7 +102,7 @@ impl<K: Eq + Hash + Clone> Failures<K> {
     /// Counts one more for `key`; returns how many there were before it.
     pub fn add(&self, key: &K) -> u32 {
         let now = Instant::now();
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = lock(&self.counts);
         if counts.len() >= MAX_KEYS && !counts.contains_key(key) {
             counts.retain(|_, (_, at)| now.duration_since(*at) < self.window);
             if counts.len() >= MAX_KEYS
@@ -124,7 +125,7 @@ impl<K: Eq + Hash + Clone> Failures<K> {
 
     /// Takes back `n` counted for `key` (they turned out not to be failures).
     pub fn take_back(&self, key: &K, n: u32) {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = lock(&self.counts);
         if let Some(entry) = counts.get_mut(key) {
             entry.0 = entry.0.saturating_sub(n);
             if entry.0 == 0 {
@@ -135,7 +136,7 @@ impl<K: Eq + Hash + Clone> Failures<K> {
 
     /// Forgets every failure of `key`; returns how many there were.
     pub fn forget(&self, key: &K) -> u32 {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = lock(&self.counts);
         let now = Instant::now();
         match counts.remove(key) {
             Some((count, at)) if now.duration_since(at) < self.window => count,

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::config::ServerConfig;
+use crate::sync::lock;
 
 /// Descriptors no client may take: the daemon's own pipes, children, files and sockets
 /// (about 25 at rest, a few dozen while a segment rotates), with room to spare.
@@ -143,7 +144,7 @@ impl Admission {
     }
 
     fn lock(&self) -> MutexGuard<'_, Used> {
-        self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.used)
     }
 }
 
