@@ -30,6 +30,7 @@ pub mod mkv;
 pub mod recorder;
 pub mod relay;
 pub mod retention;
+pub mod switch;
 pub mod thumbnailer;
 pub mod websocket;
 

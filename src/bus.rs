@@ -3,16 +3,20 @@
 //! Every consumer gets its own bounded queue, so the producer never waits for anyone and a
 //! slow consumer only ever costs its own queue. A frame is one shared allocation: cloning a
 //! [`Frame`] clones a reference count, never the JPEG.
+//!
+//! One rule drives the source: it runs while anyone wants frames. A viewer wants them while
+//! subscribed, a recording sink while enabled. [`Demand`] counts those wishes; the source
+//! supervisor waits on it.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_channel::{Receiver, Sender, TrySendError};
 use bytes::Bytes;
+use event_listener::Event;
 
-use crate::mode::{Demand, Want};
 use crate::sync::lock;
 
 /// One complete JPEG as it came from the source.
@@ -201,6 +205,63 @@ impl Drop for Subscription {
     }
 }
 
+/// A count of outstanding wishes for frames. Clones share the count.
+#[derive(Clone, Default)]
+pub struct Demand {
+    inner: Arc<DemandInner>,
+}
+
+#[derive(Default)]
+struct DemandInner {
+    count: AtomicUsize,
+    changed: Event,
+}
+
+/// One wish for frames; withdrawn when dropped.
+pub struct Want {
+    demand: Demand,
+}
+
+impl Demand {
+    /// Registers a wish for frames that lasts as long as the returned guard.
+    pub fn want(&self) -> Want {
+        self.inner.count.fetch_add(1, Ordering::SeqCst);
+        self.inner.changed.notify(usize::MAX);
+        Want { demand: self.clone() }
+    }
+
+    /// How many wishes are outstanding.
+    pub fn count(&self) -> usize {
+        self.inner.count.load(Ordering::SeqCst)
+    }
+
+    /// Whether anyone wants frames.
+    pub fn is_wanted(&self) -> bool {
+        self.count() > 0
+    }
+
+    /// Waits until `wanted` matches whether anyone wants frames.
+    pub async fn until_wanted(&self, wanted: bool) {
+        loop {
+            if self.is_wanted() == wanted {
+                return;
+            }
+            let listener = self.inner.changed.listen();
+            if self.is_wanted() == wanted {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+impl Drop for Want {
+    fn drop(&mut self) {
+        self.demand.inner.count.fetch_sub(1, Ordering::SeqCst);
+        self.demand.inner.changed.notify(usize::MAX);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +317,33 @@ mod tests {
         assert_eq!((bus.demand().count(), bus.subscribers()), (1, 1));
         drop(b);
         assert_eq!((bus.demand().count(), bus.subscribers()), (0, 0));
+    }
+
+    #[test]
+    fn until_wanted_wakes_on_change() {
+        let demand = Demand::default();
+        let d = demand.clone();
+        let (woke, woken) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            smol::block_on(d.until_wanted(true));
+            let _ = woke.send(());
+        });
+        // (Most likely parked by now, so the wake-up itself is what is tested.)
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let want = demand.want();
+        let within = std::time::Duration::from_secs(5);
+        assert!(woken.recv_timeout(within).is_ok(), "a want woke nobody");
+        drop(want);
+        let released = smol::block_on(futures_lite::future::or(
+            async {
+                demand.until_wanted(false).await;
+                true
+            },
+            async {
+                smol::Timer::after(within).await;
+                false
+            },
+        ));
+        assert!(released, "dropping the want woke nobody");
     }
 }

@@ -8,8 +8,9 @@
 //! - [`source`]: the supervised camera (or ffmpeg, or any command, or the built-in
 //!   [`testpattern`]), started while anyone wants frames.
 //! - [`splitter`]: the camera's stdout bytes cut into whole JPEGs.
-//! - [`bus`]: each frame shared (one allocation) with a bounded queue per consumer.
-//! - [`mode`]: on-demand or continuous, and the demand count that runs the source.
+//! - [`bus`]: each frame shared (one allocation) with a bounded queue per consumer, and
+//!   the demand count that runs the source.
+//! - [`mode`]: on-demand or continuous; `sinks/switch.rs` switches between them.
 //! - `sinks`: the consumers, one file each; `sinks/websocket.rs` serves live viewers,
 //!   whose frames `sinks/fanout.rs` writes (one `sendfile` per viewer from a frame
 //!   [`staging`] holds once, taking [`turns`] with tungstenite); `sinks/mjpeg.rs` serves
@@ -62,8 +63,8 @@ use futures_lite::StreamExt;
 use tracing::{error, info, warn};
 
 use crate::bus::Bus;
+use crate::bus::Demand;
 use crate::config::Config;
-use crate::mode::Demand;
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +132,7 @@ async fn daemon(config: Config) -> Result<(), Error> {
             mode: config.mode.default,
         })
         .mode;
-    let modes = Arc::new(mode::ModeSwitch::new(mode, sinks, state_file));
+    let modes = Arc::new(sinks::switch::ModeSwitch::new(mode, sinks, state_file));
     let exporter = Arc::new(metrics::Exporter::new(metrics::Sources {
         metrics: metrics.clone(),
         status: status.clone(),

@@ -17,7 +17,8 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 use crate::bus::Bus;
-use crate::mode::{Mode, ModeSwitch};
+use crate::mode::Mode;
+use crate::sinks::switch::ModeSwitch;
 use crate::source::{State, Status};
 use crate::sync::lock;
 

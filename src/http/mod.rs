@@ -29,10 +29,11 @@ use crate::auth::Auth;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::metrics::{Exporter, Metrics};
-use crate::mode::{Mode, ModeSwitch};
+use crate::mode::Mode;
 use crate::recordings::Recordings;
 use crate::shutdown::Signal;
 use crate::sinks::BoxFuture;
+use crate::sinks::switch::ModeSwitch;
 use crate::source;
 
 pub use server::{bind, serve};
