@@ -24,6 +24,7 @@ use crate::mode::Mode;
 use crate::recordings::Recordings;
 use crate::shutdown::{self, Signal, Trigger};
 
+pub mod encoder;
 pub mod fanout;
 pub mod mjpeg;
 pub mod mkv;

@@ -16,14 +16,14 @@ use futures_lite::{AsyncWriteExt, future};
 use serde::Deserialize;
 use tracing::{Instrument, debug, info, warn};
 
+use super::encoder::{Codec, input_args, keyframe_args, words};
 use super::mkv;
-use super::recorder::Codec;
 use super::{BoxFuture, Sink, SinkConfig, SinkContext};
+use crate::backoff::Backoff;
 use crate::bus::{Policy, Subscription};
 use crate::metrics::Problem;
 use crate::mode::Mode;
 use crate::shutdown::Signal;
-use crate::source::Backoff;
 use crate::stderr::Tail;
 
 /// `type = "relay"`
@@ -386,18 +386,13 @@ fn hidden_parts(url: &str) -> Vec<(String, String)> {
 
 /// The ffmpeg command line: Matroska MJPEG with arrival times in, H.264 out to the server.
 fn ffmpeg_args(config: &Config) -> Vec<String> {
-    let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-    let mut args = words(
-        "-hide_banner -loglevel error -probesize 4096 -analyzeduration 0 \
-         -f matroska -i pipe:0 -an -fps_mode passthrough",
-    );
+    let mut args = input_args();
     if let Some((width, height)) = config.size {
         args.push("-vf".into());
         args.push(format!("scale={width}:{height}"));
     }
     args.extend(config.codec.args(Some(config.bitrate_kbps)));
-    // A keyframe every 2 s: a player joining (or the server coming back) waits at most that.
-    args.extend(words("-force_key_frames expr:gte(t,n_forced*2)"));
+    args.extend(keyframe_args());
     args.extend(config.extra_args.iter().cloned());
     let container = container_for(&config.url).unwrap_or("flv");
     if container == "rtsp" {

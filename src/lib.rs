@@ -18,7 +18,8 @@
 //! - `sinks/recorder/`, `sinks/thumbnailer.rs`, `sinks/retention.rs`: continuous mode's
 //!   MP4 segments, thumbnails and clean-up, over the files [`recordings`] names;
 //!   `sinks/relay.rs` pushes H.264 to a media server. Both feed ffmpeg through
-//!   `sinks/mkv.rs`.
+//!   `sinks/mkv.rs`, with the input options and encoders of `sinks/encoder.rs`, and
+//!   restart it with [`backoff`].
 //! - [`http`]: one port for pages, `/health`, `/api/status`, `/settings`, `/snapshot.jpg`,
 //!   the replays API and WebSocket upgrades; [`state`] persists the mode; [`metrics`]
 //!   exports the counters the paths above keep, for Prometheus.
@@ -29,6 +30,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod backoff;
 pub mod bus;
 pub mod config;
 pub mod http;

@@ -14,6 +14,7 @@ use serde::Serialize;
 use smol::Timer;
 use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::bus::Bus;
 use crate::config::{SourceConfig, SourceKind};
 use crate::ratelimit::{Burst, FailureRun, RateLimit};
@@ -653,46 +654,9 @@ async fn stop_child(child: &mut Child, pid: u32, terminate: bool) -> String {
     }
 }
 
-/// Capped exponential backoff, for restarting children (the camera, ffmpeg).
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    first: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(first: Duration, max: Duration) -> Self {
-        Backoff {
-            first,
-            max,
-            next: first,
-        }
-    }
-
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        delay
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = self.first;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
-        let delays: Vec<u64> = (0..7).map(|_| b.next_delay().as_millis() as u64).collect();
-        assert_eq!(delays, vec![500, 1000, 2000, 4000, 8000, 10000, 10000]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(500));
-    }
 
     #[test]
     fn rpicam_argv_matches_the_camera_stack() {

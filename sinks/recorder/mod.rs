@@ -19,15 +19,16 @@ use serde::Deserialize;
 use tracing::{Instrument, debug, info, warn};
 
 use super::{BoxFuture, Resource, Sink, SinkConfig, SinkContext};
+use crate::backoff::Backoff;
 use crate::bus::{Frame, Policy};
 use crate::metrics::{Problem, SinkStats};
 use crate::mode::Mode;
 use crate::ratelimit::RateLimit;
 use crate::recordings::{Current, Recordings};
 use crate::shutdown::Signal;
-use crate::source::Backoff;
 use crate::stderr::Tail;
 
+use super::encoder::{Codec, input_args, keyframe_args, words};
 use super::mkv;
 
 /// `type = "recorder"`
@@ -55,39 +56,6 @@ pub struct Config {
     /// Extra output options for ffmpeg (e.g. `["-crf", "28"]`).
     #[serde(default)]
     pub extra_args: Vec<String>,
-}
-
-/// The H.264 encoders the recorder knows how to drive.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Codec {
-    /// Software x264: plays in every browser.
-    #[default]
-    Libx264,
-    /// The Raspberry Pi's hardware encoder.
-    H264V4l2m2m,
-}
-
-impl Codec {
-    /// ffmpeg's encoder options. `bitrate_kbps` caps the rate for streaming; without it
-    /// x264 aims at a constant quality, which suits files.
-    pub fn args(self, bitrate_kbps: Option<usize>) -> Vec<String> {
-        // zerolatency keeps x264 from holding frames back.
-        let mut args = match self {
-            Codec::Libx264 => "-c:v libx264 -preset veryfast -tune zerolatency -pix_fmt yuv420p",
-            Codec::H264V4l2m2m => "-c:v h264_v4l2m2m -pix_fmt yuv420p",
-        }
-        .split(' ')
-        .map(String::from)
-        .collect::<Vec<_>>();
-        let rate = match (self, bitrate_kbps) {
-            (_, Some(kbps)) => format!("-b:v {kbps}k -maxrate {kbps}k -bufsize {}k", kbps * 2),
-            (Codec::Libx264, None) => "-crf 23".to_owned(),
-            (Codec::H264V4l2m2m, None) => "-b:v 4M".to_owned(),
-        };
-        args.extend(rate.split(' ').map(String::from));
-        args
-    }
 }
 
 fn default_segment_seconds() -> u64 {
@@ -634,17 +602,9 @@ impl Segment {
 
 /// The ffmpeg command line for one segment, written to `path` (which exists, empty).
 fn ffmpeg_args(config: &Config, path: &std::path::Path) -> Vec<String> {
-    let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-    // The input carries each frame's arrival time; keep those timestamps as they are. The
-    // track header says what the input is, so skip ffmpeg's seconds of probing, which
-    // would delay the file (and widen what a power cut loses).
-    let mut args = words(
-        "-hide_banner -loglevel error -probesize 4096 -analyzeduration 0 \
-         -f matroska -i pipe:0 -an -fps_mode passthrough",
-    );
+    let mut args = input_args();
     args.extend(config.codec.args(None));
-    // A keyframe every 2 s, so fragments (and what a power cut can lose) stay short.
-    args.extend(words("-force_key_frames expr:gte(t,n_forced*2)"));
+    args.extend(keyframe_args());
     args.extend(config.extra_args.iter().cloned());
     // A 90 kHz track clock, as broadcast video uses: frame times in whole ticks at any
     // common rate (ffmpeg would otherwise pick one from the input's millisecond stamps).
