@@ -230,6 +230,31 @@ enum Ending {
     Broken,
 }
 
+/// Ends a connection whose close went out, without a reset: closing a socket that still
+/// holds bytes from the viewer (a ping or a message it sent after its close) makes the
+/// kernel send a reset, and the viewer's kernel then throws away what the viewer had not
+/// read yet: the end of the last frame, and the close. So the daemon stops writing, and
+/// reads and drops what comes until the viewer hangs up (for a second at most).
+async fn linger(socket: &crate::turns::FrameWriter) {
+    let socket = socket.socket();
+    let _ = socket.get_ref().shutdown(std::net::Shutdown::Write);
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let read = socket
+                .read_with(|s| std::io::Read::read(&mut &*s, &mut buf))
+                .await;
+            if !matches!(read, Ok(n) if n > 0) {
+                break;
+            }
+        }
+    };
+    future::or(drain, async {
+        smol::Timer::after(CLOSE_WITHIN).await;
+    })
+    .await;
+}
+
 /// Reads the viewer's messages: `start` and `stop` (anything else is ignored, as the
 /// original server did), until the connection closes or breaks.
 async fn read_controls(
@@ -281,6 +306,7 @@ impl WebSocketSink {
         // Frames go straight to the socket from the fan-out; tungstenite keeps the reading
         // side and the control frames it answers (pong, close).
         let writer = ws.get_ref().frame_writer();
+        let hang_up = ws.get_ref().frame_writer();
         if let Err(error) = crate::net::limit_unsent(&writer, UNSENT_LIMIT) {
             debug!(%error, "cannot limit the socket's unsent bytes");
         }
@@ -397,6 +423,7 @@ impl WebSocketSink {
                 smol::Timer::after(CLOSE_WITHIN).await;
             };
             future::or(close, late).await;
+            linger(&hang_up).await;
         }
         let left = slot.take().is_some();
         if left {

@@ -92,17 +92,25 @@ impl Recordings {
     /// Creates the file of a segment starting at `at`, under a free stem. Made here, never
     /// by following a name: anything already at a name (a file, a symlink, dangling or
     /// not) makes the next name be tried, so a segment is never written outside the
-    /// directory.
+    /// directory. The segment counts as being written from before its file exists (so it
+    /// is never listed as a finished, empty one) until [`Recordings::finished`].
     pub fn create_segment(&self, at: SystemTime) -> std::io::Result<(String, std::fs::File)> {
         use std::os::unix::fs::OpenOptionsExt;
         let base = DateTime::<Local>::from(at).format("%Y%m%d-%H%M%S").to_string();
         let mut last_error = None;
         for stem in std::iter::once(base.clone()).chain((1..1000).map(|n| format!("{base}-{n}"))) {
+            lock(&self.open).push(stem.clone());
             let created = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(self.recordings.join(format!("{stem}.mp4")));
+            if created.is_err() {
+                let mut open = lock(&self.open);
+                if let Some(last) = open.iter().rposition(|s| *s == stem) {
+                    open.remove(last);
+                }
+            }
             match created {
                 Ok(file) => return Ok((stem, file)),
                 Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => last_error = Some(error),
@@ -135,9 +143,8 @@ impl Recordings {
         self.changed.notify(usize::MAX);
     }
 
-    /// Records that an ffmpeg writes `stem` (the current segment, or one of frames a dead
-    /// ffmpeg left) until [`Recordings::finished`] is called for it.
-    pub fn writing(&self, stem: &str) {
+    /// Records that `stem` is being written until [`Recordings::finished`] is called for it.
+    fn writing(&self, stem: &str) {
         lock(&self.open).push(stem.to_owned());
         self.changed.notify(usize::MAX);
     }

@@ -259,7 +259,6 @@ async fn record_leftovers(
             return;
         }
     };
-    recordings.writing(&segment.stem);
     let mut held = Held::default();
     held.put_back(frames);
     let written = segment.write_all(&mut held, &stats.delivered).await;
@@ -404,6 +403,7 @@ impl Segment {
             Ok(child) => child,
             Err(e) => {
                 let _ = std::fs::remove_file(&path);
+                recordings.finished(&stem, None);
                 return Err(std::io::Error::new(
                     e.kind(),
                     format!("cannot run `{}`: {e}", config.ffmpeg),
