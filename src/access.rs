@@ -265,7 +265,9 @@ impl tide::Middleware<AppState> for Guard {
 pub fn client_address(req: &Request<AppState>) -> IpAddr {
     req.peer_addr()
         .and_then(|peer| peer.parse::<std::net::SocketAddr>().ok())
-        .map_or(IpAddr::from([0, 0, 0, 0]), |peer| peer.ip())
+        // An IPv4 client of a dual-stack listener as itself, not as `::ffff:a.b.c.d`, so
+        // every log line names it the same way.
+        .map_or(IpAddr::from([0, 0, 0, 0]), |peer| peer.ip().to_canonical())
 }
 
 /// A page navigation goes to the login page; anything else gets 401, with a Basic

@@ -2,7 +2,7 @@
 //!
 //! Browsers log in once at `/login` and get a session cookie (HttpOnly, SameSite=Strict),
 //! which also rides on the WebSocket upgrade. Tools (Home Assistant, VLC, Prometheus, curl)
-//! send HTTP Basic credentials instead; a verified header is remembered for a few minutes
+//! send HTTP Basic credentials instead; verified credentials are remembered for a few minutes
 //! so a snapshot poller does not cost an argon2 hash per request. Sessions live in memory:
 //! a restart asks browsers to log in again, and nothing secret is ever written to disk.
 
@@ -173,6 +173,9 @@ pub struct Auth {
     config: AuthConfig,
     sessions: Mutex<HashMap<String, Session>>,
     basic: Mutex<HashMap<String, (Identity, Instant)>>,
+    /// Basic credentials being checked right now, and the event that says one check ended.
+    checking: Mutex<std::collections::HashSet<String>>,
+    checked: event_listener::Event,
     /// Password checks: one at a time, in one reusable block of memory.
     checker: Checker,
     /// Checks per client address: a few at once, then one a second.
@@ -214,6 +217,8 @@ impl Auth {
             config,
             sessions: Mutex::new(HashMap::new()),
             basic: Mutex::new(HashMap::new()),
+            checking: Mutex::new(std::collections::HashSet::new()),
+            checked: event_listener::Event::new(),
             checker,
             clients: Throttle::new(CLIENT_BURST, 1.0),
             users: Throttle::new(USER_BURST, 1.0),
@@ -298,24 +303,53 @@ impl Auth {
         let Some(header) = authorization.map(str::trim) else {
             return Ok(None);
         };
+        // The scheme is case-insensitive (RFC 9110 §11.1).
         let Some(encoded) = header
-            .strip_prefix("Basic ")
-            .or_else(|| header.strip_prefix("basic "))
+            .get(..6)
+            .filter(|scheme| scheme.eq_ignore_ascii_case("basic "))
+            .and_then(|_| header.get(6..))
         else {
             return Ok(None);
         };
-        if let Some((identity, at)) = lock(&self.basic).get(header)
-            && at.elapsed() < BASIC_TTL
-        {
-            return Ok(Some((identity.clone(), None)));
-        }
-        let Some((name, password)) = decode_base64(encoded.trim())
-            .and_then(|decoded| String::from_utf8(decoded).ok())
-            .and_then(|text| text.split_once(':').map(|(n, p)| (n.to_owned(), p.to_owned())))
+        // Remembered by what they say, not how they are spelled (blanks, the scheme's
+        // case), so one password cannot fill the table with spellings of itself.
+        let Some(credentials) =
+            decode_base64(encoded.trim()).and_then(|decoded| String::from_utf8(decoded).ok())
         else {
             return Ok(None);
         };
-        let identity = match self.verify(&name, &password, client).await {
+        let Some((name, password)) = credentials.split_once(':') else {
+            return Ok(None);
+        };
+        // Requests that bring the same new credentials at once (a browser's parallel
+        // requests right after its password prompt) wait for one check of them, rather
+        // than each take a check from the address's limit.
+        let _checking = loop {
+            if let Some((identity, at)) = lock(&self.basic).get(&credentials)
+                && at.elapsed() < BASIC_TTL
+            {
+                return Ok(Some((identity.clone(), None)));
+            }
+            let waiting = {
+                let mut checking = lock(&self.checking);
+                if checking.contains(&credentials) {
+                    Some(self.checked.listen())
+                } else {
+                    checking.insert(credentials.clone());
+                    None
+                }
+            };
+            match waiting {
+                Some(checked) => checked.await,
+                None => {
+                    break Checking {
+                        auth: self,
+                        credentials: &credentials,
+                    };
+                }
+            }
+        };
+        let identity = match self.verify(name, password, client).await {
             Ok(identity) => identity,
             Err(Denied::Wrong) => return Ok(None),
             Err(Denied::Throttled(wait)) => return Err(wait),
@@ -332,26 +366,29 @@ impl Auth {
         {
             basic.remove(&oldest);
         }
-        basic.insert(header.to_owned(), (identity.clone(), Instant::now()));
+        basic.insert(credentials.clone(), (identity.clone(), Instant::now()));
         Ok(Some((identity, None)))
     }
 
     async fn verify(&self, name: &str, password: &str, client: IpAddr) -> Result<Identity, Denied> {
         let shown_name: String = name.chars().take(64).collect();
-        let client = address_key(client);
+        // The log names the client; the limits count its address's network (see
+        // `address_key`).
+        let client = client.to_canonical();
+        let key = address_key(client);
         let user = self.config.users.get(name);
         // Every check takes from the address's bucket, right or wrong: a right password
         // costs the checker as much as a wrong one, and someone who knows one account's
         // password must not keep it busy for the others.
         self.clients
-            .take(&client)
+            .take(&key)
             .map_err(|wait| self.throttled(client, &shown_name, wait))?;
         // An address that has (almost) not failed lately is never held back by what others
         // try: the per-user limit does not apply to it and its check goes ahead of theirs.
         // A check counts as a failure from the moment it starts until it succeeds, so a
         // burst from one new address gets no more such checks than a typing owner.
-        let suspect = self.failed.add(&client) > FORGIVEN_FAILURES;
-        let as_user = (client, shown_name.clone());
+        let suspect = self.failed.add(&key) > FORGIVEN_FAILURES;
+        let as_user = (key, shown_name.clone());
         self.failed_as.add(&as_user);
         // Names nobody has are limited like real ones, so the answers do not tell which
         // accounts exist.
@@ -370,11 +407,11 @@ impl Auth {
             Ok(matches) => matches,
             Err(crate::passwords::Busy::Queue) => {
                 // Nothing was checked: nothing counts, and the address is what it was.
-                self.clients.give_back(&client);
+                self.clients.give_back(&key);
                 if took_user {
                     self.users.give_back(&shown_name);
                 }
-                self.failed.take_back(&client, 1);
+                self.failed.take_back(&key, 1);
                 self.failed_as.take_back(&as_user, 1);
                 return Err(self.throttled(client, &shown_name, Duration::from_secs(1)));
             }
@@ -388,7 +425,7 @@ impl Auth {
                     self.users.give_back(&shown_name);
                 }
                 let typos = self.failed_as.forget(&as_user);
-                self.failed.take_back(&client, typos);
+                self.failed.take_back(&key, typos);
                 Ok(Identity {
                     name: name.to_owned(),
                     role: user.role,
@@ -410,6 +447,20 @@ impl Auth {
     fn throttled(&self, client: IpAddr, user: &str, wait: Duration) -> Denied {
         tracing::debug!(client = %client, user = ?user, retry_in_ms = wait.as_millis() as u64, "login throttled");
         Denied::Throttled(wait)
+    }
+}
+
+/// Basic credentials under check; when it ends (or is given up), requests waiting with the
+/// same credentials look again.
+struct Checking<'a> {
+    auth: &'a Auth,
+    credentials: &'a str,
+}
+
+impl Drop for Checking<'_> {
+    fn drop(&mut self) {
+        lock(&self.auth.checking).remove(self.credentials);
+        self.auth.checked.notify(usize::MAX);
     }
 }
 
@@ -561,6 +612,39 @@ mod tests {
                 auth.login("ada", "s3cret", ip(31)).await.is_ok(),
                 "from elsewhere"
             );
+        });
+    }
+
+    #[test]
+    fn parallel_requests_with_the_same_new_credentials_share_one_check() {
+        let auth = std::sync::Arc::new(auth());
+        smol::block_on(async {
+            // "vic:s3cret", 8 at once from one address (more than its 5 checks at once).
+            let requests: Vec<_> = (0..8)
+                .map(|_| {
+                    let auth = auth.clone();
+                    smol::spawn(
+                        async move { auth.identify(None, Some("Basic dmljOnMzY3JldA=="), ip(60)).await },
+                    )
+                })
+                .collect();
+            for request in requests {
+                let (who, _) = request.await.expect("not throttled").expect("vic");
+                assert_eq!(who.name, "vic");
+            }
+            // Spelled otherwise, the same credentials are the remembered ones: no check.
+            for spelling in [
+                "BASIC dmljOnMzY3JldA==",
+                "basic   dmljOnMzY3JldA== ",
+                "Basic dmljOnMzY3JldA==",
+            ]
+            .iter()
+            .cycle()
+            .take(12)
+            {
+                let found = auth.identify(None, Some(spelling), ip(60)).await;
+                assert!(matches!(found, Ok(Some(_))), "{spelling}: {found:?}");
+            }
         });
     }
 

@@ -264,6 +264,45 @@ fn right_passwords_are_limited_per_address_too() {
         status == 303 && answer.contains("croissant_session="),
         "the owner: {answer}"
     );
+
+    // A browser's first requests after its password prompt come in parallel, all with the
+    // same new Basic credentials: one check for all of them (the scheme in any case).
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let requests: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let text =
+                        basic_get("/api/status", port, "vic", "vic-secret").replace("Basic ", "BASIC ");
+                    request_from("127.0.0.22", port, &text).0
+                })
+            })
+            .collect();
+        requests.into_iter().map(|r| r.join().expect("request")).collect()
+    });
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+}
+
+#[test]
+fn a_dual_stack_listener_names_ipv4_clients_as_ipv4() {
+    let daemon = Daemon::start(&config_with_users().replace("listen = \"127.0.0.1:", "listen = \"[::]:"));
+    let port = daemon.port;
+    let login = |user: &str, password: &str| {
+        let body = format!("user={user}&password={password}&next=");
+        format!(
+            "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    assert_eq!(request_from("127.0.0.23", port, &login("vic", "typo")).0, 303);
+    assert_eq!(
+        request_from("127.0.0.24", port, &login("vic", "vic-secret")).0,
+        303
+    );
+    let log = daemon.log_text();
+    assert!(log.contains("login failed client=127.0.0.23 "), "{log}");
+    assert!(log.contains("client=127.0.0.24"), "{log}");
+    assert!(!log.contains("::ffff:"), "{log}");
 }
 
 /// How many lines of `log` fail2ban's own matcher takes for failed logins with the shipped
