@@ -731,6 +731,87 @@ fn a_viewer_behind_on_reading_that_closes_gets_the_close_after_whole_frames() {
     }
 }
 
+/// A client that reads 8 KB every 20 ms through a 4 KB receive buffer, as a viewer on a
+/// slow link does; once told what, it also sends those bytes every fifth read, past its
+/// WebSocket library (which sends nothing after its close).
+struct SlowReader {
+    socket: std::net::TcpStream,
+    reads: u32,
+    keep_sending: Option<Vec<u8>>,
+}
+
+impl std::io::Read for SlowReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::thread::sleep(Duration::from_millis(20));
+        self.reads += 1;
+        if let Some(bytes) = &self.keep_sending
+            && self.reads % 5 == 0
+        {
+            let _ = self.socket.write_all(bytes);
+        }
+        let n = buf.len().min(8192);
+        std::io::Read::read(&mut self.socket, &mut buf[..n])
+    }
+}
+
+impl Write for SlowReader {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.socket.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.socket.flush()
+    }
+}
+
+#[test]
+fn a_slow_viewer_that_sends_more_after_its_close_still_gets_the_close() {
+    // Hanging up with bytes from the viewer unread makes the kernel reset the connection,
+    // and the viewer's kernel then drops what the viewer had not read yet: the end of the
+    // last frame and the close. (Big frames, about 300 KB.)
+    let daemon = Daemon::start(&fakecam_config(
+        r#""--fps", "15", "--width", "1280", "--height", "720", "--noise", "40""#,
+        "",
+    ));
+    let ping = vec![0x89u8, 0x80, 1, 2, 3, 4];
+    let text = vec![0x81u8, 0x85, 0, 0, 0, 0, b's', b't', b'a', b'r', b't'];
+    for after in [ping, text] {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        socket.set_recv_buffer_size(4096).expect("receive buffer");
+        let address: std::net::SocketAddr = format!("127.0.0.1:{}", daemon.port).parse().expect("address");
+        socket.connect(&address.into()).expect("connect");
+        let socket: std::net::TcpStream = socket.into();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let slow = SlowReader {
+            socket,
+            reads: 0,
+            keep_sending: None,
+        };
+        let (mut ws, _) =
+            tungstenite::client(format!("ws://127.0.0.1:{}/", daemon.port), slow).expect("handshake");
+        ws.send(Message::text("start")).expect("start");
+        while !matches!(ws.read().expect("a frame"), Message::Binary(_)) {}
+        // Behind, with a frame half written; then the close, and more while reading on.
+        std::thread::sleep(Duration::from_millis(1300));
+        ws.close(None).expect("close");
+        ws.flush().expect("flush");
+        ws.get_mut().keep_sending = Some(after);
+        let mut frames = 0;
+        loop {
+            match ws.read() {
+                Ok(Message::Binary(jpeg)) => {
+                    assert!(jpeg.ends_with(&[0xFF, 0xD9]), "a frame arrived cut");
+                    frames += 1;
+                }
+                Ok(Message::Close(_)) => break,
+                other => panic!("no close after {frames} frames: {other:?}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn a_slow_viewer_gets_whole_frames_in_order_and_never_falls_far_behind() {
     let daemon = start_with_hd_camera();

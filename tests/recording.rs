@@ -935,8 +935,10 @@ fn an_encoder_killed_mid_segment_loses_no_frame() {
     daemon.signal(Signal::TERM);
     daemon.wait_exit(Duration::from_secs(20)).expect("exit");
     let log = daemon.log_text();
+    // (A kill can land just as its segment ends, on an ffmpeg finishing it.)
     assert_eq!(
-        log.matches("ffmpeg died mid-segment").count(),
+        log.matches("ffmpeg died mid-segment").count()
+            + log.matches("ffmpeg died while finishing its segment").count(),
         5,
         "each kill was seen: {log}"
     );

@@ -115,6 +115,9 @@ impl Recorder {
         let mut reported_drops = 0;
         // Whether the recorder is known to be failing (see `stats.problem`).
         let mut failing = false;
+        // Segments finishing (and the segments of frames a dying one left): awaited before
+        // the recorder stops, so a shutdown right after a segment's end loses nothing.
+        let mut finishing: Vec<smol::Task<()>> = Vec::new();
         // Since when encoders have worked without a failure (across segments: with short
         // segments no one ffmpeg lives long enough to tell).
         let mut working_since: Option<Instant> = None;
@@ -132,7 +135,8 @@ impl Recorder {
                 let stats = stats.clone();
                 let config = self.config.clone();
                 let frame_rate = self.ctx.frame_rate;
-                crate::runtime::spawn(async move {
+                finishing.retain(|task| !task.is_finished());
+                finishing.push(crate::runtime::spawn(async move {
                     let stem = old.stem.clone();
                     let finished = old.finish(&stats).await;
                     recordings.finished(&stem, finished.length);
@@ -142,8 +146,7 @@ impl Recorder {
                         warn!(segment = %stem, frames = finished.unwritten.len(), "ffmpeg died while finishing its segment; its last frames go to a segment of their own");
                         record_leftovers(&config, &recordings, frame_rate, &stats, finished.unwritten).await;
                     }
-                })
-                .detach();
+                }));
             }
             waiting.push(frame);
             if segment.is_none() {
@@ -232,6 +235,9 @@ impl Recorder {
                 "writing the frames no ffmpeg has written yet"
             );
             record_leftovers(&self.config, &recordings, self.ctx.frame_rate, &stats, leftovers).await;
+        }
+        for task in finishing {
+            task.await;
         }
         stats.up.store(false, Ordering::Relaxed);
         stats.set_problem(None);
