@@ -745,7 +745,7 @@ impl std::io::Read for SlowReader {
         std::thread::sleep(Duration::from_millis(20));
         self.reads += 1;
         if let Some(bytes) = &self.keep_sending
-            && self.reads % 5 == 0
+            && self.reads.is_multiple_of(5)
         {
             let _ = self.socket.write_all(bytes);
         }
