@@ -35,6 +35,9 @@ pub mod switch;
 pub mod thumbnailer;
 pub mod websocket;
 
+#[cfg(test)]
+mod conformance;
+
 /// A boxed future, as the object-safe sink methods return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
