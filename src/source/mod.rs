@@ -3,198 +3,31 @@
 //!
 //! A child that exits, fails to start or stalls is restarted with capped exponential
 //! backoff; viewers stay connected meanwhile and simply see frames again when it is back.
+//!
+//! [`status`] says what it is doing; [`command`] builds the camera's command line; this
+//! module supervises it.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+mod command;
+mod status;
+
+pub use command::argv;
+pub use status::{Snapshot, State, Status};
+
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_process::{Child, Command, Stdio};
 use futures_lite::{AsyncReadExt, future};
-use serde::Serialize;
 use smol::Timer;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::bus::Bus;
-use crate::config::{SourceConfig, SourceKind};
+use crate::config::SourceConfig;
 use crate::ratelimit::{Burst, FailureRun, RateLimit};
 use crate::shutdown::Signal;
 use crate::splitter::{Discard, Splitter};
 use crate::stderr::Tail;
-use crate::sync::lock;
-
-/// Where the source is in its life cycle, as `/health` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum State {
-    /// Nobody wants frames; no process runs.
-    Stopped,
-    /// The process was started and no frame has come yet.
-    Starting,
-    /// Frames are flowing.
-    Running,
-    /// The process died or stalled; waiting before the next start.
-    Backoff,
-}
-
-impl State {
-    /// Every state, for exporting one series each.
-    pub const ALL: [State; 4] = [State::Stopped, State::Starting, State::Running, State::Backoff];
-
-    /// The spelling `/health` uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Stopped => "stopped",
-            State::Starting => "starting",
-            State::Running => "running",
-            State::Backoff => "backoff",
-        }
-    }
-}
-
-/// Shared, always-current view of the source for health checks and the dashboard.
-#[derive(Debug)]
-pub struct Status {
-    inner: Mutex<StatusInner>,
-    started_at: Instant,
-}
-
-#[derive(Debug)]
-struct StatusInner {
-    state: State,
-    pid: Option<u32>,
-    restarts: u64,
-    frames: u64,
-    last_error: Option<String>,
-    last_reason: Option<&'static str>,
-    /// When the source last went from stopped to wanted.
-    run_since: Option<Instant>,
-    /// Arrival times of recent frames, for fps and last-frame age.
-    recent: VecDeque<Instant>,
-}
-
-/// A copy of [`Status`] at one instant.
-#[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
-    /// Life-cycle state.
-    pub state: State,
-    /// The child's process id while one runs.
-    pub pid: Option<u32>,
-    /// Restarts after failures since the daemon started.
-    pub restarts: u64,
-    /// Frames delivered since the daemon started.
-    pub frames: u64,
-    /// Frames per second over the last two seconds.
-    pub fps: f64,
-    /// Milliseconds since the last frame, if any came.
-    pub last_frame_age_ms: Option<u64>,
-    /// Why the last run ended badly, with the program's own words.
-    pub last_error: Option<String>,
-    /// Why the last run ended badly, in the daemon's words only (safe to show anyone).
-    pub last_reason: Option<&'static str>,
-    /// While the source should be running: milliseconds without a frame, counted from the
-    /// last frame or from when it was asked to start, whichever is later.
-    pub starved_ms: Option<u64>,
-}
-
-impl Default for Status {
-    fn default() -> Self {
-        let now = Instant::now();
-        Status {
-            inner: Mutex::new(StatusInner {
-                state: State::Stopped,
-                pid: None,
-                restarts: 0,
-                frames: 0,
-                last_error: None,
-                last_reason: None,
-                run_since: None,
-                recent: VecDeque::with_capacity(RECENT),
-            }),
-            started_at: now,
-        }
-    }
-}
-
-const RECENT: usize = 256;
-const FPS_WINDOW: Duration = Duration::from_secs(2);
-
-impl Status {
-    fn update(&self, f: impl FnOnce(&mut StatusInner)) {
-        let mut inner = lock(&self.inner);
-        f(&mut inner);
-    }
-
-    fn set_state(&self, state: State, pid: Option<u32>) {
-        self.update(|s| {
-            let now = Instant::now();
-            s.state = state;
-            s.pid = pid;
-            if state == State::Stopped {
-                s.run_since = None;
-            } else if s.run_since.is_none() {
-                s.run_since = Some(now);
-            }
-        });
-    }
-
-    fn frame(&self) {
-        let now = Instant::now();
-        self.update(|s| {
-            s.frames += 1;
-            if s.state == State::Starting {
-                s.state = State::Running;
-            }
-            if s.recent.len() == RECENT {
-                s.recent.pop_front();
-            }
-            s.recent.push_back(now);
-        });
-    }
-
-    /// When the daemon started, for uptime.
-    pub fn started_at(&self) -> Instant {
-        self.started_at
-    }
-
-    /// The current status.
-    pub fn snapshot(&self) -> Snapshot {
-        let now = Instant::now();
-        let inner = lock(&self.inner);
-        let window: Vec<&Instant> = inner
-            .recent
-            .iter()
-            .filter(|t| now.duration_since(**t) <= FPS_WINDOW)
-            .collect();
-        let fps = match (window.first(), window.last()) {
-            (Some(first), Some(last)) if window.len() > 1 && last > first => {
-                (window.len() - 1) as f64 / last.duration_since(**first).as_secs_f64()
-            }
-            _ => 0.0,
-        };
-        Snapshot {
-            state: inner.state,
-            pid: inner.pid,
-            restarts: inner.restarts,
-            frames: inner.frames,
-            fps: (fps * 10.0).round() / 10.0,
-            last_frame_age_ms: inner
-                .recent
-                .back()
-                .map(|t| now.duration_since(*t).as_millis() as u64),
-            last_error: inner.last_error.clone(),
-            last_reason: inner.last_reason,
-            starved_ms: inner.run_since.map(|since| {
-                let quiet = now.duration_since(since);
-                let quiet = match inner.recent.back() {
-                    Some(last) => quiet.min(now.duration_since(*last)),
-                    None => quiet,
-                };
-                quiet.as_millis() as u64
-            }),
-        }
-    }
-}
 
 /// Runs the source for the daemon's lifetime: waits for demand, runs the process, restarts
 /// it on failure, stops it when demand ends, and returns once `shutdown` fires and the
@@ -283,89 +116,6 @@ pub async fn supervise(config: SourceConfig, bus: Bus, status: Arc<Status>, shut
                 );
                 pause.await;
             }
-        }
-    }
-}
-
-/// Whether an rpicam-vid argument is one of its preview options (`-n`/`--nopreview`,
-/// `-p`/`--preview`, `-f`/`--fullscreen`, `--qt-preview`), in any spelling it accepts.
-fn names_preview(arg: &str) -> bool {
-    let name = arg.split('=').next().unwrap_or(arg);
-    matches!(name, "-n" | "-p" | "-f" | "--fullscreen")
-        || (name.starts_with("--") && name.contains("preview"))
-}
-
-/// The program and arguments for a source kind; `None` for the in-process test pattern.
-pub fn argv(config: &SourceConfig) -> Option<Vec<String>> {
-    let size = |v: u32| v.to_string();
-    match config.kind {
-        SourceKind::TestPattern => None,
-        SourceKind::Command => Some(config.command.clone()),
-        SourceKind::Rpicam => {
-            let mut argv: Vec<String> = vec![config.program.clone().unwrap_or_else(|| "rpicam-vid".into())];
-            argv.extend(["-t", "0"].map(String::from));
-            // A daemon draws nothing: without this, a Pi with a screen attached gets the
-            // camera preview over its console. rpicam-vid refuses an option given twice, so
-            // extra_args that say anything about the preview decide it alone.
-            if !config.extra_args.iter().any(|arg| names_preview(arg)) {
-                argv.push("--nopreview".into());
-            }
-            argv.extend(
-                [
-                    "--codec",
-                    "mjpeg",
-                    "--width",
-                    &size(config.width),
-                    "--height",
-                    &size(config.height),
-                    "--framerate",
-                    &size(config.framerate),
-                    "--inline",
-                    "-o",
-                    "-",
-                ]
-                .map(String::from),
-            );
-            argv.extend(config.extra_args.iter().cloned());
-            Some(argv)
-        }
-        SourceKind::FfmpegFile => {
-            let path = config
-                .path
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            let filter = format!(
-                "scale={}:{},fps={}",
-                config.width, config.height, config.framerate
-            );
-            let mut argv: Vec<String> = vec![config.program.clone().unwrap_or_else(|| "ffmpeg".into())];
-            argv.extend(
-                [
-                    "-hide_banner",
-                    "-nostdin",
-                    "-loglevel",
-                    "error",
-                    "-re",
-                    "-stream_loop",
-                    "-1",
-                    "-i",
-                    &path,
-                    "-an",
-                    "-vf",
-                    &filter,
-                    "-pix_fmt",
-                    "yuvj420p",
-                    "-c:v",
-                    "mjpeg",
-                    "-q:v",
-                    "5",
-                ]
-                .map(String::from),
-            );
-            argv.extend(config.extra_args.iter().cloned());
-            argv.extend(["-f", "mjpeg", "-"].map(String::from));
-            Some(argv)
         }
     }
 }
@@ -651,88 +401,5 @@ async fn stop_child(child: &mut Child, pid: u32, terminate: bool) -> String {
             status.to_string()
         }
         Err(error) => format!("status unknown: {error}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rpicam_argv_matches_the_camera_stack() {
-        let config = SourceConfig {
-            kind: SourceKind::Rpicam,
-            width: 640,
-            height: 480,
-            framerate: 30,
-            extra_args: vec!["--rotation".into(), "180".into()],
-            ..SourceConfig::default()
-        };
-        let argv = argv(&config).expect("a child process");
-        assert_eq!(
-            argv.join(" "),
-            "rpicam-vid -t 0 --nopreview --codec mjpeg --width 640 --height 480 --framerate 30 --inline -o - --rotation 180"
-        );
-    }
-
-    #[test]
-    fn rpicam_preview_options_in_extra_args_are_not_doubled() {
-        for own in [
-            &["-n"][..],
-            &["--nopreview=1"],
-            &["--preview", "0,0,640,480"],
-            &["-f"],
-        ] {
-            let config = SourceConfig {
-                kind: SourceKind::Rpicam,
-                extra_args: own.iter().map(|a| a.to_string()).collect(),
-                ..SourceConfig::default()
-            };
-            let argv = argv(&config).expect("a child process");
-            assert!(!argv.contains(&"--nopreview".to_owned()), "{argv:?}");
-        }
-        let rotated = SourceConfig {
-            kind: SourceKind::Rpicam,
-            extra_args: vec![
-                "--rotation".into(),
-                "180".into(),
-                "--denoise".into(),
-                "off".into(),
-            ],
-            ..SourceConfig::default()
-        };
-        assert!(
-            argv(&rotated)
-                .expect("a child process")
-                .contains(&"--nopreview".to_owned())
-        );
-    }
-
-    #[test]
-    fn ffmpeg_file_loops_at_real_time_into_mjpeg() {
-        let config = SourceConfig {
-            kind: SourceKind::FfmpegFile,
-            path: Some("maru.mp4".into()),
-            ..SourceConfig::default()
-        };
-        let argv = argv(&config).expect("a child process").join(" ");
-        assert!(argv.starts_with("ffmpeg "));
-        assert!(argv.contains("-re -stream_loop -1 -i maru.mp4"));
-        assert!(argv.ends_with("-f mjpeg -"));
-    }
-
-    #[test]
-    fn fps_comes_from_recent_frames() {
-        let status = Status::default();
-        assert_eq!(status.snapshot().fps, 0.0);
-        status.set_state(State::Starting, Some(1));
-        for _ in 0..3 {
-            status.frame();
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let snap = status.snapshot();
-        assert_eq!(snap.state, State::Running);
-        assert_eq!(snap.frames, 3);
-        assert!(snap.fps > 5.0 && snap.fps < 40.0, "{}", snap.fps);
     }
 }
