@@ -1,4 +1,5 @@
 use super::*;
+use crate::mode::Mode;
 
 fn errors(text: &str) -> Vec<ConfigError> {
     match Config::parse(text, "test.toml") {

@@ -1,0 +1,155 @@
+//! The `[sinks.<name>]` tables: each parsed by its type's factory, with its modes, and
+//! checked for resources two sinks would share.
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use crate::mode::Mode;
+use crate::sinks::{self, SinkConfig};
+
+use super::Report;
+
+/// One `[sinks.<name>]` table.
+#[derive(Debug, Clone)]
+pub struct SinkEntry {
+    /// The table's name, used in logs and errors.
+    pub name: String,
+    /// The `type` key: which implementation.
+    pub kind: String,
+    /// The modes in which the sink is active.
+    pub modes: Vec<Mode>,
+    /// The implementation's own settings.
+    pub config: Box<dyn SinkConfig>,
+}
+
+/// With no `[sinks]` at all: the set DESIGN.md describes (live view, recorder, thumbnails,
+/// retention), each with its defaults.
+pub(super) fn default_sinks() -> Vec<(SinkEntry, std::ops::Range<usize>)> {
+    [
+        ("live", "websocket"),
+        ("mjpeg", "http-mjpeg"),
+        ("recorder", "recorder"),
+        ("thumbnails", "thumbnailer"),
+        ("retention", "retention"),
+    ]
+    .into_iter()
+    .filter_map(|(name, kind)| {
+        let factory = sinks::factory(kind)?;
+        let empty = DeValue::Table(DeTable::default());
+        let config = factory(ValueDeserializer::from(Spanned::new(0..0, empty))).ok()?;
+        let modes = config.default_modes().to_vec();
+        Some((
+            SinkEntry {
+                name: name.into(),
+                kind: kind.into(),
+                modes,
+                config,
+            },
+            0..0,
+        ))
+    })
+    .collect()
+}
+
+pub(super) fn parse_sinks(
+    value: Spanned<DeValue<'_>>,
+    report: &mut Report<'_>,
+) -> Vec<(SinkEntry, std::ops::Range<usize>)> {
+    let span = value.span();
+    let DeValue::Table(tables) = value.into_inner() else {
+        report(
+            Some(span),
+            "`sinks` must hold named tables like [sinks.live]".into(),
+        );
+        return Vec::new();
+    };
+    let mut entries = Vec::new();
+    for (name, value) in tables {
+        let name_span = name.span();
+        let name = name.into_inner().into_owned();
+        let span = value.span();
+        let DeValue::Table(mut table) = value.into_inner() else {
+            report(
+                Some(name_span),
+                format!("sink `{name}` must be a table: [sinks.{name}]"),
+            );
+            continue;
+        };
+        let Some(kind) = table.remove("type") else {
+            report(
+                Some(name_span),
+                format!(
+                    "sink `{name}` needs a `type`, one of: {}",
+                    sinks::known_types().join(", ")
+                ),
+            );
+            continue;
+        };
+        let (kind_span, kind) = (kind.span(), kind.into_inner());
+        let Some(kind) = kind.as_str().map(str::to_owned) else {
+            report(Some(kind_span), "`type` must be a string".into());
+            continue;
+        };
+        let Some(factory) = sinks::factory(&kind) else {
+            report(
+                Some(kind_span),
+                format!(
+                    "unknown sink type `{kind}`, expected one of: {}",
+                    sinks::known_types().join(", ")
+                ),
+            );
+            continue;
+        };
+        let modes = table.remove("modes").map(|modes| {
+            Vec::<Mode>::deserialize(ValueDeserializer::from(modes))
+                .map_err(|e| report(e.span(), e.message().to_owned()))
+        });
+        let config = match factory(ValueDeserializer::from(Spanned::new(
+            span.clone(),
+            DeValue::Table(table),
+        ))) {
+            Ok(config) => config,
+            Err(e) => {
+                report(e.span().or(Some(span)), e.message().to_owned());
+                continue;
+            }
+        };
+        let modes = match modes {
+            None => config.default_modes().to_vec(),
+            Some(Ok(modes)) => modes,
+            Some(Err(())) => continue,
+        };
+        entries.push((
+            SinkEntry {
+                name,
+                kind,
+                modes,
+                config,
+            },
+            name_span,
+        ));
+    }
+    entries
+}
+
+/// Two sinks that claim the same port, path or directory would fight at run time; catch it
+/// now.
+pub(super) fn check_resources(entries: &[(SinkEntry, std::ops::Range<usize>)], report: &mut Report<'_>) {
+    let mut claimed: Vec<(sinks::Resource, &str)> = Vec::new();
+    for (entry, span) in entries {
+        for resource in entry.config.resources() {
+            if let Some((_, owner)) = claimed.iter().find(|(r, _)| *r == resource) {
+                report(
+                    Some(span.clone()),
+                    format!(
+                        "sink `{}` claims {resource}, already claimed by sink `{owner}`",
+                        entry.name
+                    ),
+                );
+            } else {
+                claimed.push((resource, &entry.name));
+            }
+        }
+    }
+}
