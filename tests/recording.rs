@@ -930,8 +930,15 @@ fn an_encoder_killed_mid_segment_loses_no_frame() {
             }
         }
     }
-    // One more encoder, then a clean stop, which finishes its segment.
+    // One more encoder, then a clean stop, which finishes its segment; once that segment
+    // holds a fragment (a stop a few milliseconds into a segment leaves one of a frame or
+    // two, which the file itself gives no length).
     recorder_ffmpeg(&daemon, &killed);
+    daemon.wait_for("a fragment in the last segment", Duration::from_secs(20), |d| {
+        replays(d)
+            .iter()
+            .any(|s| s["in_progress"] == true && s["duration"].as_f64() > Some(0.0))
+    });
     daemon.signal(Signal::TERM);
     daemon.wait_exit(Duration::from_secs(20)).expect("exit");
     let log = daemon.log_text();
