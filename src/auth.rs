@@ -660,23 +660,17 @@ mod tests {
             assert_eq!(auth.failed.forget(&owner), 0, "the owner's typos are forgiven");
             // Two guesses at ada, then vic's right password, twice over: the guesses stay.
             let guesser = ip(41);
-            assert_eq!(
-                auth.login("ada", "guess", guesser).await.err(),
-                Some(Denied::Wrong)
-            );
-            assert_eq!(
-                auth.login("ada", "guess", guesser).await.err(),
-                Some(Denied::Wrong)
-            );
-            assert!(auth.login("vic", "s3cret", guesser).await.is_ok());
-            assert_eq!(
-                auth.login("ada", "guess", guesser).await.err(),
-                Some(Denied::Wrong)
-            );
-            assert_eq!(
-                auth.login("ada", "guess", guesser).await.err(),
-                Some(Denied::Wrong)
-            );
+            for round in 0..2 {
+                for _ in 0..2 {
+                    assert_eq!(
+                        auth.login("ada", "guess", guesser).await.err(),
+                        Some(Denied::Wrong)
+                    );
+                }
+                if round == 0 {
+                    assert!(auth.login("vic", "s3cret", guesser).await.is_ok());
+                }
+            }
             assert_eq!(auth.failed.forget(&guesser), 4, "a guesser stays one");
         });
     }

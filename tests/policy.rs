@@ -34,6 +34,16 @@ fn basic_get(path: &str, port: u16, user: &str, password: &str) -> String {
     )
 }
 
+/// A login form posted on a connection of its own.
+fn login_form(port: u16, user: &str, password: &str) -> String {
+    let body = format!("user={user}&password={password}&next=");
+    format!(
+        "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 #[test]
 fn failed_password_checks_leave_no_memory_behind_and_known_credentials_stay_fast() {
     let daemon = Daemon::start(&config_with_users());
@@ -101,14 +111,7 @@ fn failed_password_checks_leave_no_memory_behind_and_known_credentials_stay_fast
 fn guessers_are_slowed_per_address_logged_for_fail2ban_and_the_owner_gets_in() {
     let daemon = Daemon::start(&config_with_users());
     let port = daemon.port;
-    let form = |user: &str, password: &str| {
-        let body = format!("user={user}&password={password}&next=");
-        format!(
-            "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    };
+    let form = |user: &str, password: &str| login_form(port, user, password);
     // 40 guessers from 4 addresses: half at the owner's account (spending its per-user
     // limit), half at made-up names (filling the password checker's queue).
     const ATTACKERS: [&str; 4] = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
@@ -235,14 +238,7 @@ fn right_passwords_are_limited_per_address_too() {
     // right password costs it as much as a wrong one.
     let daemon = Daemon::start(&config_with_users());
     let port = daemon.port;
-    let login = |user: &str, password: &str| {
-        let body = format!("user={user}&password={password}&next=");
-        format!(
-            "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    };
+    let login = |user: &str, password: &str| login_form(port, user, password);
     let mut answers = Vec::new();
     for _ in 0..8 {
         answers.push(request_from("127.0.0.20", port, &login("vic", "vic-secret")));
@@ -286,14 +282,7 @@ fn right_passwords_are_limited_per_address_too() {
 fn a_dual_stack_listener_names_ipv4_clients_as_ipv4() {
     let daemon = Daemon::start(&config_with_users().replace("listen = \"127.0.0.1:", "listen = \"[::]:"));
     let port = daemon.port;
-    let login = |user: &str, password: &str| {
-        let body = format!("user={user}&password={password}&next=");
-        format!(
-            "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    };
+    let login = |user: &str, password: &str| login_form(port, user, password);
     assert_eq!(request_from("127.0.0.23", port, &login("vic", "typo")).0, 303);
     assert_eq!(
         request_from("127.0.0.24", port, &login("vic", "vic-secret")).0,
