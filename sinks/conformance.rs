@@ -1,4 +1,4 @@
-//! What every registered sink must do, checked for each entry of [`FACTORIES`]: a table with
+//! What every registered sink must do, checked for each entry of [`TYPES`]: a table with
 //! only its `type` (plus the keys it cannot do without, listed below) parses, its resources
 //! are sane, it builds with a test context, and it stops promptly when disabled, also
 //! after the daemon's shutdown signal. A new sink gets these checks by being registered.
@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{FACTORIES, Resource, SinkContext, Sinks};
+use super::registry::TYPES;
+use super::{Resource, SinkContext, Sinks};
 use crate::bus::{Bus, Demand};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -25,7 +26,7 @@ fn config_for(kind: &str) -> Config {
         .find(|(k, _)| *k == kind)
         .map_or("", |(_, keys)| keys);
     let text = format!("[sinks.under_test]\ntype = \"{kind}\"\n{required}\n");
-    Config::parse(&text, "conformance.toml")
+    Config::parse(&text, "conformance.toml", &TYPES)
         .unwrap_or_else(|errors| panic!("`{kind}` from its type alone: {errors:?}"))
 }
 
@@ -59,15 +60,15 @@ fn promptly(stop: impl std::future::Future<Output = ()>) -> bool {
 
 #[test]
 fn every_registered_sink_parses_builds_and_stops_promptly() {
-    assert!(!FACTORIES.is_empty());
-    for (kind, _) in FACTORIES {
+    assert!(!TYPES.0.is_empty());
+    for kind in TYPES.0.iter().map(|t| t.name) {
         let config = config_for(kind);
         let entry = config
             .sinks
             .iter()
             .find(|e| e.name == "under_test")
             .unwrap_or_else(|| panic!("`{kind}`: the table is not among the sinks"));
-        assert_eq!(entry.kind, *kind);
+        assert_eq!(entry.kind, kind);
         assert!(
             !entry.modes.is_empty(),
             "`{kind}` is active in no mode by default"
@@ -87,7 +88,7 @@ fn every_registered_sink_parses_builds_and_stops_promptly() {
         for shutdown_first in [false, true] {
             let dir = tempfile::tempdir().expect("dir");
             let (ctx, shutdown) = context(dir.path());
-            let mut sinks = Sinks::build(std::slice::from_ref(entry), &ctx)
+            let mut sinks = Sinks::build(&TYPES, std::slice::from_ref(entry), &ctx)
                 .unwrap_or_else(|error| panic!("`{kind}` does not build: {error}"));
             let mode = entry.modes[0];
             crate::runtime::block_on(sinks.apply(Some(mode)));

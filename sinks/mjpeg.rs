@@ -14,9 +14,8 @@ use serde::Deserialize;
 use tide::{Body, Response, StatusCode};
 use tracing::info;
 
-use super::{Resource, Sink, SinkConfig, SinkContext, ViewerSlot};
+use super::{Client, Endpoint, Resource, Sink, SinkConfig, SinkContext, ViewerSlot};
 use crate::bus::{Policy, Subscription};
-use crate::http::Routes;
 use crate::metrics::SinkStats;
 use crate::mode::Mode;
 
@@ -25,7 +24,7 @@ const BOUNDARY: &str = "croissantframe";
 const CLOSING: &[u8] = b"--croissantframe--\r\n";
 
 /// `type = "http-mjpeg"`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The path serving the stream.
@@ -64,24 +63,15 @@ pub struct MjpegSink {
 }
 
 impl Sink for MjpegSink {
-    fn routes(self: Arc<Self>, routes: &mut Routes) {
+    fn endpoints(self: Arc<Self>) -> Vec<(String, Endpoint)> {
         let sink = self.clone();
-        routes
-            .http()
-            .at(&self.path)
-            .get(move |req: tide::Request<crate::http::AppState>| {
-                let sink = sink.clone();
-                async move {
-                    // The login session the client came with, if any: its stream ends with it.
-                    let session = req.ext::<crate::shutdown::Ending>().cloned();
-                    Ok(sink.respond(req.remote().unwrap_or("?"), session))
-                }
-            });
+        let answer = Arc::new(move |client: Client| sink.respond(client));
+        vec![(self.path.clone(), Endpoint::Get(answer))]
     }
 }
 
 impl MjpegSink {
-    fn respond(&self, peer: &str, session: Option<crate::shutdown::Ending>) -> Response {
+    fn respond(&self, client: Client) -> Response {
         if !self.ctx.is_enabled() {
             let mut res = Response::new(StatusCode::ServiceUnavailable);
             res.set_body("this stream is off in the current mode");
@@ -93,10 +83,11 @@ impl MjpegSink {
             res.insert_header("Retry-After", "30");
             return res;
         };
-        info!(sink = %self.ctx.name, %peer, "MJPEG client connected");
+        info!(sink = %self.ctx.name, peer = %client.peer, "MJPEG client connected");
         let shutdown = self.ctx.shutdown.clone();
         let ends = async move {
-            match session {
+            // The login session the client came with, if any: its stream ends with it.
+            match client.session {
                 Some(session) => futures_lite::future::or(shutdown.wait(), session.wait()).await,
                 None => shutdown.wait().await,
             }

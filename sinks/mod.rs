@@ -1,34 +1,35 @@
 //! Sinks: everything that consumes frames. Each lives in its own file, is built from a
 //! named `[sinks.<name>]` table, and declares the modes it is active in.
 //!
-//! Adding a sink is one new file plus one line in [`FACTORIES`].
+//! Adding a sink is one new file plus one line in [`registry::TYPES`].
 
+use std::any::Any;
 use std::fmt;
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use dyn_clone::DynClone;
 use serde::de::DeserializeOwned;
 use smol::Task;
 use toml::de::ValueDeserializer;
 use tracing::{Instrument, info};
 
 use crate::bus::{Bus, Policy, Subscription};
-use crate::config::SinkEntry;
-use crate::http::Routes;
+pub use crate::config::Resource;
+use crate::config::{ParseSink, SinkEntry, SinkSettings, SinkTypes};
 use crate::metrics::{Metrics, SinkStats};
 use crate::mode::Mode;
 use crate::recordings::Recordings;
 use crate::shutdown::{self, Signal, Trigger};
+pub use endpoint::{BoxFuture, Client, Endpoint, Endpoints, GetHandler, Upgraded, WsHandler};
 
 pub mod encoder;
+pub mod endpoint;
 pub mod fanout;
 pub mod mjpeg;
 pub mod mkv;
 pub mod recorder;
+pub mod registry;
 pub mod relay;
 pub mod retention;
 pub mod switch;
@@ -38,59 +39,9 @@ pub mod websocket;
 #[cfg(test)]
 mod conformance;
 
-/// A boxed future, as the object-safe sink methods return.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// Parses one sink table (without its `type` and `modes` keys) into its config.
-pub type Factory = fn(ValueDeserializer<'_>) -> Result<Box<dyn SinkConfig>, toml::de::Error>;
-
-/// Every sink implementation, keyed by its `type`.
-pub const FACTORIES: &[(&str, Factory)] = &[
-    ("websocket", parse::<websocket::Config>),
-    ("http-mjpeg", parse::<mjpeg::Config>),
-    ("recorder", parse::<recorder::Config>),
-    ("thumbnailer", parse::<thumbnailer::Config>),
-    ("retention", parse::<retention::Config>),
-    ("relay", parse::<relay::Config>),
-];
-
-fn parse<T: SinkConfig + DeserializeOwned + 'static>(
-    table: ValueDeserializer<'_>,
-) -> Result<Box<dyn SinkConfig>, toml::de::Error> {
-    Ok(Box::new(T::deserialize(table)?))
-}
-
-/// The factory for a `type`, if it exists.
-pub fn factory(kind: &str) -> Option<Factory> {
-    FACTORIES.iter().find(|(name, _)| *name == kind).map(|(_, f)| *f)
-}
-
-/// The known `type` names, for error messages.
-pub fn known_types() -> Vec<&'static str> {
-    FACTORIES.iter().map(|(name, _)| *name).collect()
-}
-
-/// Something two sinks cannot share; clashes are config errors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resource {
-    /// An HTTP path or WebSocket endpoint.
-    HttpPath(String),
-    /// A directory the sink writes files into.
-    Directory(PathBuf),
-}
-
-impl fmt::Display for Resource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Resource::HttpPath(path) => write!(f, "HTTP path {path}"),
-            Resource::Directory(dir) => write!(f, "directory {}", dir.display()),
-        }
-    }
-}
-
-/// A sink's settings, as parsed from its table. Cloneable as a trait object so a whole
-/// [`Config`](crate::config::Config) can be cloned.
-pub trait SinkConfig: DynClone + fmt::Debug + Send + Sync {
+/// A sink type's settings: parsed from its table by serde, compared at a reload, and the
+/// recipe for the running sink. Every such type is a [`SinkSettings`] the config can hold.
+pub trait SinkConfig: DeserializeOwned + PartialEq + Clone + fmt::Debug + Send + Sync + 'static {
     /// The modes the sink is active in when its table has no `modes` key.
     fn default_modes(&self) -> &'static [Mode];
 
@@ -103,7 +54,79 @@ pub trait SinkConfig: DynClone + fmt::Debug + Send + Sync {
     fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, String>;
 }
 
-dyn_clone::clone_trait_object!(SinkConfig);
+impl<T: SinkConfig> SinkSettings for T {
+    fn default_modes(&self) -> &'static [Mode] {
+        SinkConfig::default_modes(self)
+    }
+
+    fn resources(&self) -> Vec<Resource> {
+        SinkConfig::resources(self)
+    }
+
+    fn same_as(&self, other: &dyn SinkSettings) -> bool {
+        (other as &dyn Any).downcast_ref::<T>() == Some(self)
+    }
+}
+
+/// One sink type: its `type` name, how its table parses and how it builds.
+pub struct SinkType {
+    /// The `type` key that names it.
+    pub name: &'static str,
+    parse: ParseSink,
+    build: BuildSink,
+}
+
+/// Builds the running sink from settings its type parsed.
+type BuildSink = fn(&dyn SinkSettings, SinkContext) -> Result<Arc<dyn Sink>, String>;
+
+impl SinkType {
+    /// The type `T` configures, named `name`.
+    pub const fn of<T: SinkConfig>(name: &'static str) -> SinkType {
+        SinkType {
+            name,
+            parse: parse::<T>,
+            build: build::<T>,
+        }
+    }
+}
+
+fn parse<T: SinkConfig>(table: ValueDeserializer<'_>) -> Result<Box<dyn SinkSettings>, toml::de::Error> {
+    Ok(Box::new(T::deserialize(table)?))
+}
+
+fn build<T: SinkConfig>(settings: &dyn SinkSettings, ctx: SinkContext) -> Result<Arc<dyn Sink>, String> {
+    match (settings as &dyn Any).downcast_ref::<T>() {
+        Some(config) => config.build(ctx),
+        None => Err("settings of another sink type".into()),
+    }
+}
+
+/// The sink types the daemon has ([`registry::TYPES`]).
+pub struct Registry(pub &'static [SinkType]);
+
+impl Registry {
+    fn get(&self, kind: &str) -> Option<&SinkType> {
+        self.0.iter().find(|t| t.name == kind)
+    }
+
+    /// Builds the running sink a table describes.
+    pub fn build(&self, entry: &SinkEntry, ctx: SinkContext) -> Result<Arc<dyn Sink>, String> {
+        let Some(kind) = self.get(&entry.kind) else {
+            return Err(format!("no sink type `{}`", entry.kind));
+        };
+        (kind.build)(&*entry.config, ctx)
+    }
+}
+
+impl SinkTypes for Registry {
+    fn parser(&self, kind: &str) -> Option<ParseSink> {
+        self.get(kind).map(|t| t.parse)
+    }
+
+    fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|t| t.name).collect()
+    }
+}
 
 /// What a sink gets from the daemon.
 #[derive(Clone)]
@@ -220,8 +243,10 @@ impl Drop for ViewerSlot {
 
 /// A running sink.
 pub trait Sink: Send + Sync + 'static {
-    /// Registers the HTTP routes and WebSocket endpoints this sink answers.
-    fn routes(self: Arc<Self>, _routes: &mut Routes) {}
+    /// The paths this sink answers on the HTTP port, and how; the HTTP layer mounts them.
+    fn endpoints(self: Arc<Self>) -> Vec<(String, Endpoint)> {
+        Vec::new()
+    }
 
     /// The sink's own work while the mode enables it. Called each time it becomes enabled;
     /// must return soon after `disabled` fires (finishing what must be finished, such as a
@@ -231,77 +256,201 @@ pub trait Sink: Send + Sync + 'static {
     }
 }
 
-/// The built sinks, and which of them are enabled right now.
+/// The built sinks, which of them are enabled right now, and the paths they answer.
 pub struct Sinks {
+    types: &'static Registry,
+    shared: SinkContext,
+    endpoints: Arc<Endpoints>,
+    /// The mode last applied: a sink a reload adds starts if it lists it.
+    mode: Option<Mode>,
     sinks: Vec<Running>,
 }
 
 struct Running {
-    name: String,
-    modes: Vec<Mode>,
+    /// The table it was built from, kept to tell at a reload whether it changed.
+    entry: SinkEntry,
     sink: Arc<dyn Sink>,
+    paths: Vec<String>,
     stats: Arc<SinkStats>,
     active: Option<(Trigger, Task<()>)>,
 }
 
-impl Sinks {
-    /// Builds every configured sink; none is enabled until [`Sinks::apply`].
-    pub fn build(entries: &[SinkEntry], shared: &SinkContext) -> Result<Sinks, String> {
-        let mut sinks = Vec::new();
-        for entry in entries {
-            let stats = shared.metrics.sink(&entry.name, &entry.kind);
-            let ctx = SinkContext {
-                name: entry.name.clone(),
-                stats: stats.clone(),
-                ..shared.clone()
-            };
-            let sink = entry
-                .config
-                .build(ctx)
-                .map_err(|error| format!("sink `{}` ({}): {error}", entry.name, entry.kind))?;
-            sinks.push(Running {
-                name: entry.name.clone(),
-                modes: entry.modes.clone(),
-                sink,
-                stats,
-                active: None,
-            });
+/// What a reload did to one sink, for its log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Same table: left running untouched.
+    Kept,
+    /// Same settings, other `modes`: left running, enabled or disabled to match.
+    Modes,
+    /// Other settings: stopped, built again and started.
+    Rebuilt,
+    /// No longer in the config: stopped.
+    Removed,
+    /// New in the config: built and started.
+    Added,
+}
+
+impl Change {
+    /// In the log's words.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Kept => "unchanged, kept running",
+            Change::Modes => "modes changed, kept running",
+            Change::Rebuilt => "changed, rebuilt",
+            Change::Removed => "removed, stopped",
+            Change::Added => "added, started",
         }
-        Ok(Sinks { sinks })
+    }
+}
+
+impl Sinks {
+    /// Builds every configured sink and mounts its endpoints; none is enabled until
+    /// [`Sinks::apply`].
+    pub fn build(
+        types: &'static Registry,
+        entries: &[SinkEntry],
+        shared: &SinkContext,
+    ) -> Result<Sinks, String> {
+        let mut sinks = Sinks {
+            types,
+            shared: shared.clone(),
+            endpoints: Arc::default(),
+            mode: None,
+            sinks: Vec::new(),
+        };
+        for entry in entries {
+            let mut running = sinks.build_one(entry)?;
+            running.paths = sinks.mount(&running);
+            sinks.sinks.push(running);
+        }
+        Ok(sinks)
     }
 
-    /// Lets every sink register its routes.
-    pub fn routes(&self, routes: &mut Routes) {
-        for running in &self.sinks {
-            running.sink.clone().routes(routes);
-        }
+    fn build_one(&self, entry: &SinkEntry) -> Result<Running, String> {
+        let stats = self.shared.metrics.sink(&entry.name, &entry.kind);
+        let ctx = SinkContext {
+            name: entry.name.clone(),
+            stats: stats.clone(),
+            ..self.shared.clone()
+        };
+        let sink = match self.types.build(entry, ctx) {
+            Ok(sink) => sink,
+            Err(error) => {
+                self.shared.metrics.forget_sink(&stats);
+                return Err(format!("sink `{}` ({}): {error}", entry.name, entry.kind));
+            }
+        };
+        Ok(Running {
+            entry: entry.clone(),
+            sink,
+            paths: Vec::new(),
+            stats,
+            active: None,
+        })
+    }
+
+    fn mount(&self, running: &Running) -> Vec<String> {
+        running
+            .sink
+            .clone()
+            .endpoints()
+            .into_iter()
+            .map(|(path, endpoint)| {
+                self.endpoints.insert(path.clone(), endpoint);
+                path
+            })
+            .collect()
+    }
+
+    /// The paths the sinks answer, for the HTTP layer to look up.
+    pub fn endpoints(&self) -> Arc<Endpoints> {
+        self.endpoints.clone()
     }
 
     /// Enables the sinks that `mode` lists and disables the others, waiting for disabled
     /// ones to wind down.
     pub async fn apply(&mut self, mode: Option<Mode>) {
+        self.mode = mode;
         for running in &mut self.sinks {
-            let want = mode.is_some_and(|m| running.modes.contains(&m));
+            let want = mode.is_some_and(|m| running.entry.modes.contains(&m));
             match (&running.active, want) {
-                (None, true) => {
-                    let (trigger, disabled) = shutdown::signal();
-                    let span = tracing::info_span!("sink", name = %running.name);
-                    let task = crate::runtime::spawn(running.sink.clone().run(disabled).instrument(span));
-                    running.stats.enabled.store(true, Ordering::SeqCst);
-                    running.active = Some((trigger, task));
-                    info!(sink = %running.name, "sink enabled");
-                }
+                (None, true) => running.start(),
                 (Some(_), false) => {
-                    running.stats.enabled.store(false, Ordering::SeqCst);
-                    if let Some((trigger, task)) = running.active.take() {
-                        trigger.fire();
-                        task.await;
-                    }
-                    info!(sink = %running.name, "sink disabled");
+                    running.stop().await;
+                    info!(sink = %running.entry.name, "sink disabled");
                 }
                 _ => {}
             }
         }
+    }
+
+    /// Moves to `entries`: sinks whose table did not change keep running untouched, changed
+    /// ones are stopped and built again, removed ones stop, new ones start. Every new sink
+    /// is built before anything stops, so a sink that cannot be built leaves all as it was.
+    pub async fn reload(&mut self, entries: &[SinkEntry]) -> Result<Vec<(String, Change)>, String> {
+        let mut changes = Vec::new();
+        let mut built = Vec::new();
+        for entry in entries {
+            let old = self.sinks.iter().find(|r| r.entry.name == entry.name);
+            let change = match old {
+                None => Change::Added,
+                Some(old) if old.entry.kind != entry.kind || !old.entry.config.same_as(&*entry.config) => {
+                    Change::Rebuilt
+                }
+                Some(old) if old.entry.modes != entry.modes => Change::Modes,
+                Some(_) => Change::Kept,
+            };
+            if matches!(change, Change::Added | Change::Rebuilt) {
+                match self.build_one(entry) {
+                    Ok(running) => built.push(running),
+                    Err(error) => {
+                        for running in built {
+                            self.shared.metrics.forget_sink(&running.stats);
+                        }
+                        return Err(error);
+                    }
+                }
+            }
+            changes.push((entry.name.clone(), change));
+        }
+        for old in &self.sinks {
+            if !entries.iter().any(|e| e.name == old.entry.name) {
+                changes.push((old.entry.name.clone(), Change::Removed));
+            }
+        }
+
+        let mut kept = Vec::new();
+        for mut running in std::mem::take(&mut self.sinks) {
+            let change = changes
+                .iter()
+                .find(|(name, _)| *name == running.entry.name)
+                .map(|(_, change)| *change);
+            match change {
+                Some(Change::Kept | Change::Modes) => {
+                    if let Some(entry) = entries.iter().find(|e| e.name == running.entry.name) {
+                        running.entry.modes = entry.modes.clone();
+                    }
+                    kept.push(running);
+                }
+                _ => {
+                    running.stop().await;
+                    for path in &running.paths {
+                        self.endpoints.remove(path);
+                    }
+                    self.shared.metrics.forget_sink(&running.stats);
+                }
+            }
+        }
+        for mut running in built {
+            running.paths = self.mount(&running);
+            kept.push(running);
+        }
+        // In the config's order, as a fresh start would have them.
+        kept.sort_by_key(|r| entries.iter().position(|e| e.name == r.entry.name));
+        self.sinks = kept;
+        let mode = self.mode;
+        self.apply(mode).await;
+        Ok(changes)
     }
 
     /// Names of the sinks enabled right now.
@@ -309,7 +458,26 @@ impl Sinks {
         self.sinks
             .iter()
             .filter(|r| r.active.is_some())
-            .map(|r| r.name.as_str())
+            .map(|r| r.entry.name.as_str())
             .collect()
+    }
+}
+
+impl Running {
+    fn start(&mut self) {
+        let (trigger, disabled) = shutdown::signal();
+        let span = tracing::info_span!("sink", name = %self.entry.name);
+        let task = crate::runtime::spawn(self.sink.clone().run(disabled).instrument(span));
+        self.stats.enabled.store(true, Ordering::SeqCst);
+        self.active = Some((trigger, task));
+        info!(sink = %self.entry.name, "sink enabled");
+    }
+
+    async fn stop(&mut self) {
+        self.stats.enabled.store(false, Ordering::SeqCst);
+        if let Some((trigger, task)) = self.active.take() {
+            trigger.fire();
+            task.await;
+        }
     }
 }

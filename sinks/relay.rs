@@ -27,7 +27,7 @@ use crate::shutdown::Signal;
 use crate::stderr::Tail;
 
 /// `type = "relay"`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where to push: `rtmp://`, `rtmps://`, `rtsp://`, `rtsps://` or `srt://`.

@@ -17,7 +17,7 @@ use crate::recordings::Recordings;
 use crate::shutdown::Signal;
 
 /// `type = "retention"`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Finished segments to keep.

@@ -1,11 +1,13 @@
 //! The mode switch: persists the chosen mode, then enables and disables the sinks to
 //! match. It sits with the sinks it switches.
 
+use std::sync::Arc;
+
+use super::{Change, Endpoints, Sinks};
+use crate::config::SinkEntry;
 use crate::mode::Mode;
 use crate::state::{State, StateFile};
 use crate::sync::lock;
-
-use super::Sinks;
 
 /// The current mode, switched at run time: persists the choice, then enables and disables
 /// sinks to match. Switches are serialized.
@@ -49,9 +51,15 @@ impl ModeSwitch {
         Ok(())
     }
 
-    /// Lets every sink register its HTTP routes.
-    pub async fn sinks_routes(&self, routes: &mut crate::http::Routes) {
-        self.sinks.lock().await.routes(routes);
+    /// The paths the sinks answer, for the HTTP layer.
+    pub async fn endpoints(&self) -> Arc<Endpoints> {
+        self.sinks.lock().await.endpoints()
+    }
+
+    /// Moves the sinks to a reloaded config's tables (see [`Sinks::reload`]), in the mode in
+    /// force; a mode switch waits for it, and it for a switch.
+    pub async fn reload(&self, entries: &[SinkEntry]) -> Result<Vec<(String, Change)>, String> {
+        self.sinks.lock().await.reload(entries).await
     }
 
     /// Disables every sink (finishing recordings) for shutdown.

@@ -18,7 +18,7 @@ use crate::mode::Mode;
 use crate::shutdown::Signal;
 
 /// `type = "thumbnailer"`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Seconds between thumbnails within a segment.

@@ -10,21 +10,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use futures_lite::{StreamExt, future};
 use serde::Deserialize;
 use tracing::{Instrument, debug, info};
 
 use super::fanout::{Fanout, Seat};
-use super::{Resource, Sink, SinkConfig, SinkContext, ViewerSlot};
-use crate::http::{Routes, WsClient, WsStream};
+use super::{Client, Endpoint, Resource, Sink, SinkConfig, SinkContext, Upgraded, ViewerSlot, WsHandler};
 use crate::mode::Mode;
 use crate::ratelimit::RateLimit;
+use crate::turns::TurnTaking;
 
 /// `type = "websocket"`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Paths that accept the WebSocket upgrade.
@@ -79,22 +81,50 @@ pub struct WebSocketSink {
 }
 
 impl Sink for WebSocketSink {
-    fn routes(self: Arc<Self>, routes: &mut Routes) {
-        for path in &self.paths {
-            let sink = self.clone();
-            routes.websocket(
-                path,
-                Arc::new(move |ws, client: WsClient| {
+    fn endpoints(self: Arc<Self>) -> Vec<(String, Endpoint)> {
+        self.paths
+            .iter()
+            .map(|path| {
+                let sink = self.clone();
+                let handler: WsHandler = Arc::new(move |upgraded: Upgraded, client: Client| {
                     let sink = sink.clone();
                     let id = sink.next_viewer.fetch_add(1, Ordering::Relaxed);
                     let peer = client.peer;
                     let span = tracing::info_span!("sink", name = %sink.ctx.name)
                         .in_scope(|| tracing::info_span!("viewer", id, %peer));
-                    Box::pin(async move { sink.serve(ws, client).await }.instrument(span))
-                }),
-            );
-        }
+                    Box::pin(
+                        async move {
+                            let stream = TurnTaking::new(upgraded.stream);
+                            let ws = WebSocketStream::from_partially_read(
+                                stream,
+                                upgraded.early,
+                                Role::Server,
+                                Some(viewer_ws_config()),
+                            )
+                            .await;
+                            sink.serve(ws, client).await
+                        }
+                        .instrument(span),
+                    )
+                });
+                (path.clone(), Endpoint::WebSocket(handler))
+            })
+            .collect()
     }
+}
+
+/// Viewers send a few bytes ("start", "stop"); keep their buffers small so a thousand of
+/// them cost little, and refuse anything large.
+fn viewer_ws_config() -> WebSocketConfig {
+    let mut config = WebSocketConfig::default();
+    config.read_buffer_size = 4096;
+    config.write_buffer_size = 0;
+    config.max_message_size = Some(4096);
+    config.max_frame_size = Some(4096);
+    // tungstenite's own writes are pongs and closes. A client that sends pings and never
+    // reads would otherwise queue pongs without bound; past this, only the newest waits.
+    config.max_write_buffer_size = 4096;
+    config
 }
 
 /// Unsent bytes the kernel may hold per viewer: a slow viewer's backlog stays under about
@@ -302,7 +332,7 @@ async fn read_controls(
 }
 
 impl WebSocketSink {
-    async fn serve(&self, ws: WsStream, client: WsClient) {
+    async fn serve(&self, ws: WebSocketStream<TurnTaking>, client: Client) {
         // Frames go straight to the socket from the fan-out; tungstenite keeps the reading
         // side and the control frames it answers (pong, close).
         let writer = ws.get_ref().frame_writer();

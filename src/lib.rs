@@ -28,7 +28,6 @@
 //! - [`shutdown`]: one signal, cloned into every task; [`runtime`]: the executor.
 #![warn(missing_docs)]
 
-pub mod access;
 pub mod auth;
 pub mod backoff;
 pub mod bus;
@@ -41,7 +40,6 @@ pub mod net;
 pub mod passwords;
 pub mod ratelimit;
 pub mod recordings;
-mod replays;
 pub mod runtime;
 pub mod secrets;
 pub mod shutdown;
@@ -56,7 +54,6 @@ pub mod sync;
 pub mod testpattern;
 pub mod throttle;
 pub mod turns;
-mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,7 +124,7 @@ async fn daemon(config: Config) -> Result<(), Error> {
     );
     shared.frame_rate = config.source.nominal_framerate();
     let viewers = shared.viewers.clone();
-    let sinks = sinks::Sinks::build(&config.sinks, &shared).map_err(Error::Sink)?;
+    let sinks = sinks::Sinks::build(&sinks::registry::TYPES, &config.sinks, &shared).map_err(Error::Sink)?;
     let state_file = state::StateFile::in_dir(&config.storage.dir);
     let mode = state_file
         .load_or(state::State {
@@ -139,10 +136,13 @@ async fn daemon(config: Config) -> Result<(), Error> {
         metrics: metrics.clone(),
         status: status.clone(),
         bus: bus.clone(),
-        mode: modes.clone(),
+        mode: {
+            let modes = modes.clone();
+            Arc::new(move || modes.current())
+        },
         storage_dir: config.storage.dir.clone(),
     }));
-    let mut routes = http::Routes::new(http::AppState {
+    let routes = http::Routes::new(http::AppState {
         config: config.clone(),
         bus: bus.clone(),
         status: status.clone(),
@@ -156,8 +156,8 @@ async fn daemon(config: Config) -> Result<(), Error> {
             None => None,
         },
         admission: admission.clone(),
+        endpoints: modes.endpoints().await,
     });
-    modes.sinks_routes(&mut routes).await;
     modes.start().await;
 
     let source = runtime::spawn(source::supervise(

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use croissant::config::{Config, LoadError};
+use croissant::sinks::registry::TYPES;
 
 /// Camera streaming daemon: live MJPEG to browsers over WebSockets, with recording.
 #[derive(Parser)]
@@ -33,8 +34,8 @@ fn main() -> ExitCode {
         return hash_password();
     }
     let config = match &cli.config {
-        Some(path) => Config::load(path),
-        None => Ok(Config::builtin()),
+        Some(path) => Config::load(path, &TYPES),
+        None => Ok(Config::builtin(&TYPES)),
     };
     let config = match config {
         Ok(config) => config,

@@ -18,7 +18,6 @@ use prometheus_client::registry::Registry;
 
 use crate::bus::Bus;
 use crate::mode::Mode;
-use crate::sinks::switch::ModeSwitch;
 use crate::source::{State, Status};
 use crate::sync::lock;
 
@@ -120,6 +119,11 @@ impl Metrics {
         stats
     }
 
+    /// Stops exporting a sink's stats (a reload removed or rebuilt it).
+    pub fn forget_sink(&self, stats: &Arc<SinkStats>) {
+        lock(&self.sinks).retain(|(_, kept)| !Arc::ptr_eq(kept, stats));
+    }
+
     /// Counts one answered request.
     pub fn http_request(&self, route: &str, status: u16) {
         self.http
@@ -162,8 +166,8 @@ pub struct Sources {
     pub status: Arc<Status>,
     /// Who wants frames.
     pub bus: Bus,
-    /// The current mode.
-    pub mode: Arc<ModeSwitch>,
+    /// Reads the current mode (the mode switch sits above the metrics).
+    pub mode: Arc<dyn Fn() -> Mode + Send + Sync>,
     /// `[storage] dir`, for disk space.
     pub storage_dir: PathBuf,
 }
@@ -235,7 +239,7 @@ impl Collector for Sources {
             "Seconds since the daemon started",
             self.status.started_at().elapsed().as_secs(),
         )?;
-        let current = self.mode.current();
+        let current = (self.mode)();
         let mut family = out.encode_descriptor("mode", "1 for the current mode", None, MetricType::Gauge)?;
         for mode in Mode::ALL {
             ConstGauge::new(i64::from(mode == current))

@@ -32,7 +32,7 @@ use super::encoder::{Codec, input_args, keyframe_args, words};
 use super::mkv;
 
 /// `type = "recorder"`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Length of each MP4 segment.

@@ -19,7 +19,7 @@ mod validators;
 use errors::locate_error;
 pub use errors::{ConfigError, LoadError};
 pub use sections::{ModeConfig, ServerConfig, SourceConfig, SourceKind, StorageConfig, ViewerConfig};
-pub use sinks_tables::SinkEntry;
+pub use sinks_tables::{ParseSink, Resource, SinkEntry, SinkSettings, SinkTypes};
 use sinks_tables::{check_resources, default_sinks, parse_sinks};
 pub use validators::{count, seconds};
 
@@ -59,24 +59,25 @@ struct CoreConfig {
 impl Config {
     /// The configuration used with no `--config`: a test pattern, a live viewer, and state in
     /// `./croissant-data` so a first run needs no root and no camera.
-    pub fn builtin() -> Config {
-        let mut config = Config::parse("", "built-in defaults")
+    pub fn builtin(types: &dyn SinkTypes) -> Config {
+        let mut config = Config::parse("", "built-in defaults", types)
             .unwrap_or_else(|_| unreachable!("the empty config is valid"));
         config.storage.dir = PathBuf::from("croissant-data");
         config
     }
 
     /// Reads and validates a config file.
-    pub fn load(path: &Path) -> Result<Config, LoadError> {
+    pub fn load(path: &Path, types: &dyn SinkTypes) -> Result<Config, LoadError> {
         let text = std::fs::read_to_string(path).map_err(|error| LoadError::Read {
             path: path.to_owned(),
             error,
         })?;
-        Config::parse(&text, &path.display().to_string()).map_err(LoadError::Invalid)
+        Config::parse(&text, &path.display().to_string(), types).map_err(LoadError::Invalid)
     }
 
-    /// Parses and validates config text; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &str) -> Result<Config, Vec<ConfigError>> {
+    /// Parses and validates config text; `origin` names it in errors, `types` are the sink
+    /// types its `[sinks.*]` tables may name.
+    pub fn parse(text: &str, origin: &str, types: &dyn SinkTypes) -> Result<Config, Vec<ConfigError>> {
         let locate = |span: Option<std::ops::Range<usize>>, message: String| {
             locate_error(text, origin, span.map(|s| s.start), message)
         };
@@ -97,8 +98,8 @@ impl Config {
         }
 
         let sinks = match sinks_value {
-            None => default_sinks(),
-            Some(value) => parse_sinks(value, &mut |span, msg| errors.push(locate(span, msg))),
+            None => default_sinks(types),
+            Some(value) => parse_sinks(value, types, &mut |span, msg| errors.push(locate(span, msg))),
         };
         check_resources(&sinks, &mut |span, msg| errors.push(locate(span, msg)));
 

@@ -1,8 +1,9 @@
 use super::*;
 use crate::mode::Mode;
+use crate::sinks::registry::TYPES;
 
 fn errors(text: &str) -> Vec<ConfigError> {
-    match Config::parse(text, "test.toml") {
+    match Config::parse(text, "test.toml", &TYPES) {
         Ok(_) => panic!("config should be rejected:\n{text}"),
         Err(errors) => errors,
     }
@@ -16,7 +17,7 @@ fn one_error(text: &str) -> ConfigError {
 
 #[test]
 fn empty_config_is_the_test_pattern_with_a_live_sink() {
-    let config = Config::parse("", "x").expect("valid");
+    let config = Config::parse("", "x", &TYPES).expect("valid");
     assert_eq!(config.source.kind, SourceKind::TestPattern);
     assert_eq!(config.server.listen.port(), 8080);
     assert_eq!(config.mode.default, Mode::OnDemand);
@@ -53,7 +54,7 @@ extra_args = ["--rotation", "180"]
 type = "websocket"
 modes = ["on-demand", "continuous"]
 "#;
-    let config = Config::parse(text, "x").expect("valid");
+    let config = Config::parse(text, "x", &TYPES).expect("valid");
     assert_eq!(config.server.listen, "127.0.0.1:9000".parse().expect("addr"));
     assert_eq!(config.mode.default, Mode::Continuous);
     assert_eq!(
@@ -167,6 +168,6 @@ fn syntax_errors_are_located() {
 
 #[test]
 fn builtin_defaults_need_no_root() {
-    let config = Config::builtin();
+    let config = Config::builtin(&TYPES);
     assert!(config.storage.dir.is_relative());
 }

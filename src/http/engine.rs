@@ -9,15 +9,12 @@
 //! `[server] body_timeout_seconds` in all. A body that breaks either limit is answered and
 //! its connection closed; nothing more of it is read.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
-use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use bytes::{Bytes, BytesMut};
 use futures_lite::future;
 use hyper::body::{Body as _, Incoming};
@@ -33,10 +30,11 @@ use tracing::{debug, warn};
 use super::admission::ConnectionPermit;
 use super::body::Outgoing;
 use super::socket::Socket;
-use super::{AppState, WsClient, WsHandler, route_label};
-use crate::access::{Guard, UpgradeHeads};
+use super::{AppState, RouteLabels};
+use crate::http::access::{Guard, UpgradeHeads};
 use crate::metrics::Metrics;
 use crate::shutdown::Signal;
+use crate::sinks::{Client, Endpoint, Endpoints, Upgraded, WsHandler};
 
 /// Bodies the daemon accepts (a mode switch, a login) are a few bytes.
 pub const MAX_BODY: usize = 4096;
@@ -53,14 +51,14 @@ const UNSENT_LIMIT: u32 = 64 * 1024;
 pub struct Front {
     /// tide's routes.
     pub app: tide::Server<AppState>,
-    /// WebSocket endpoints by path.
-    pub websockets: HashMap<String, WsHandler>,
+    /// The sinks' endpoints by path; the WebSocket ones are answered here.
+    pub endpoints: Arc<Endpoints>,
     /// Checks WebSocket upgrades, which tide never sees.
     pub guard: Guard,
     /// Counts what the engine answers itself.
     pub metrics: Arc<Metrics>,
-    /// Exact paths that label their own requests in the metrics.
-    pub known_paths: Vec<String>,
+    /// Names routes in the metrics.
+    pub labels: RouteLabels,
     /// `[server] header_timeout_seconds`.
     pub head_timeout: Duration,
     /// `[server] body_timeout_seconds`.
@@ -134,7 +132,7 @@ impl Front {
             req.headers_mut().insert(header::HOST, host);
         }
         let path = req.uri().path().to_owned();
-        let route = route_label(&path, &self.known_paths).to_owned();
+        let route = self.labels.label(&path);
         if !path.starts_with('/') || has_dot_segments(&path) {
             return self.refuse(&route, StatusCode::BAD_REQUEST, "Invalid path");
         }
@@ -142,7 +140,7 @@ impl Front {
             return self.refuse(&route, StatusCode::BAD_REQUEST, "Invalid or missing Host header");
         }
         if wants_websocket(req.headers())
-            && let Some(handler) = self.websockets.get(&path).cloned()
+            && let Some(Endpoint::WebSocket(handler)) = self.endpoints.get(&path)
         {
             return self.upgrade(req, &route, handler, peer, permit).await;
         }
@@ -279,13 +277,12 @@ impl Front {
                 warn!(%peer, "upgraded connection of an unexpected type");
                 return;
             };
-            let stream = crate::turns::TurnTaking::new(parts.io.into_inner().into_stream());
-            // Bytes the client sent right behind its request belong to the WebSocket.
-            let early = parts.read_buf.to_vec();
-            let ws =
-                WebSocketStream::from_partially_read(stream, early, Role::Server, Some(viewer_ws_config()))
-                    .await;
-            handler(ws, WsClient { peer, session }).await;
+            let upgraded = Upgraded {
+                stream: parts.io.into_inner().into_stream(),
+                // Bytes the client sent right behind its request belong to the WebSocket.
+                early: parts.read_buf.to_vec(),
+            };
+            handler(upgraded, Client { peer, session }).await;
         })
         .detach();
         self.metrics.http_request(route, 101);
@@ -488,20 +485,6 @@ fn has_dot_segments(path: &str) -> bool {
         .replace("%2f", "/")
         .replace("%5c", "/");
     lower.split(['/', '\\']).any(|segment| segment == "..")
-}
-
-/// Viewers send a few bytes ("start", "stop"); keep their buffers small so a thousand of
-/// them cost little, and refuse anything large.
-fn viewer_ws_config() -> WebSocketConfig {
-    let mut config = WebSocketConfig::default();
-    config.read_buffer_size = 4096;
-    config.write_buffer_size = 0;
-    config.max_message_size = Some(4096);
-    config.max_frame_size = Some(4096);
-    // tungstenite's own writes are pongs and closes. A client that sends pings and never
-    // reads would otherwise queue pongs without bound; past this, only the newest waits.
-    config.max_write_buffer_size = 4096;
-    config
 }
 
 #[cfg(test)]

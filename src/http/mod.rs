@@ -6,53 +6,38 @@
 //! to tide; the routes and handlers below know nothing of sockets. [`body`] streams
 //! responses with bounded memory and [`socket`] drops clients that stop reading.
 
+pub mod access;
 pub mod admission;
 pub mod body;
 pub mod engine;
+mod replays;
 pub mod server;
 pub mod socket;
+mod web;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_tungstenite::WebSocketStream;
 use futures_lite::future;
 use serde_json::json;
 use tide::{Body, Request, Response, StatusCode};
 use tracing::warn;
 
-use crate::access::Guard;
 use crate::auth::Auth;
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::http::access::Guard;
 use crate::metrics::{Exporter, Metrics};
 use crate::mode::Mode;
 use crate::recordings::Recordings;
 use crate::shutdown::Signal;
-use crate::sinks::BoxFuture;
 use crate::sinks::switch::ModeSwitch;
+use crate::sinks::{Client, Endpoint, Endpoints};
 use crate::source;
 
 pub use server::{bind, serve};
-
-/// A WebSocket connection as handed to a sink.
-pub type WsStream = WebSocketStream<crate::turns::TurnTaking>;
-
-/// Serves one upgraded WebSocket connection until it ends.
-pub type WsHandler = Arc<dyn Fn(WsStream, WsClient) -> BoxFuture<()> + Send + Sync>;
-
-/// Who is at the other end of an upgraded WebSocket.
-#[derive(Debug, Clone)]
-pub struct WsClient {
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// When the login session the viewer came with ends (logout, expiry): its streams end
-    /// with it. `None` without `[auth]` or with Basic credentials.
-    pub session: Option<crate::shutdown::Ending>,
-}
 
 /// A source that should run but sent nothing for this long makes `/health` answer 503
 /// (so does an enabled sink that cannot do its work: `degraded`).
@@ -81,28 +66,29 @@ pub struct AppState {
     pub auth: Option<Arc<Auth>>,
     /// The connection caps, which also count the files downloads hold open.
     pub admission: Arc<admission::Admission>,
+    /// The paths the sinks answer (a reload changes them).
+    pub endpoints: Arc<Endpoints>,
 }
 
-/// The routes sinks and the core register before the server starts.
+/// The core's routes, and the sinks' endpoints mounted on them.
 pub struct Routes {
     app: tide::Server<AppState>,
-    websockets: HashMap<String, WsHandler>,
+    endpoints: Arc<Endpoints>,
     metrics: Arc<Metrics>,
     /// Checks WebSocket upgrades, which bypass tide's middleware.
     guard: Guard,
-    known: Vec<String>,
     config: Arc<Config>,
 }
 
 impl Routes {
-    /// The core routes: pages, assets and `/health`.
+    /// The core routes (pages, assets, `/health`, the API), then whatever the sinks answer.
     pub fn new(state: AppState) -> Routes {
         let cors = state.config.server.cors_origin.clone();
         let metrics = state.metrics.clone();
         let config = state.config.clone();
-        let known = known_paths(&state.config);
+        let endpoints = state.endpoints.clone();
         let counter = CountRequests {
-            known: Arc::new(known.clone()),
+            labels: RouteLabels::new(endpoints.clone()),
         };
         let guard = Guard {
             auth: state.auth.clone(),
@@ -119,7 +105,10 @@ impl Routes {
         // Before the guard, so its refusals and redirects carry the headers too.
         app.with(headers);
         app.with(guard.clone());
-        crate::web::routes(&mut app);
+        // Behind the guard like any route; looked up per request, since a reload may change
+        // the sinks' paths.
+        app.with(SinkEndpoints);
+        crate::http::web::routes(&mut app);
         app.at("/health").get(health);
         app.at("/api/status").get(status);
         app.at("/metrics").get(metrics_text);
@@ -128,45 +117,58 @@ impl Routes {
             .get(get_settings)
             .post(post_settings)
             .options(preflight);
-        crate::replays::routes(&mut app);
+        crate::http::replays::routes(&mut app);
         app.at("/login")
-            .get(crate::web::login_page)
-            .post(crate::access::login);
-        app.at("/logout").post(crate::access::logout);
+            .get(crate::http::web::login_page)
+            .post(crate::http::access::login);
+        app.at("/logout").post(crate::http::access::logout);
         Routes {
             app,
-            websockets: HashMap::new(),
+            endpoints,
             metrics,
             guard,
-            known,
             config,
         }
     }
 
-    /// Answers WebSocket upgrades on `path` with `handler`.
-    pub fn websocket(&mut self, path: &str, handler: WsHandler) {
-        self.websockets.insert(path.to_owned(), handler);
-    }
-
-    /// The tide app, for sinks that serve plain HTTP.
-    pub fn http(&mut self) -> &mut tide::Server<AppState> {
-        &mut self.app
-    }
-
-    /// Everything registered, as the engine serves it.
+    /// Everything mounted, as the engine serves it.
     pub fn into_front(self, shutdown: Signal) -> engine::Front {
         let server = &self.config.server;
         engine::Front {
             app: self.app,
-            websockets: self.websockets,
+            labels: RouteLabels::new(self.endpoints.clone()),
+            endpoints: self.endpoints,
             guard: self.guard,
             metrics: self.metrics,
-            known_paths: self.known,
             head_timeout: Duration::from_secs(server.header_timeout_seconds),
             body_timeout: Duration::from_secs(server.body_timeout_seconds),
             send_timeout: Duration::from_secs(server.send_timeout_seconds),
             shutdown,
         }
+    }
+}
+
+/// Answers the sinks' `GET` endpoints. WebSocket endpoints are answered by the engine
+/// before tide sees the request; a plain request there goes on to the routes, as any path
+/// without an upgrade.
+struct SinkEndpoints;
+
+#[tide::utils::async_trait]
+impl tide::Middleware<AppState> for SinkEndpoints {
+    async fn handle(&self, req: Request<AppState>, next: tide::Next<'_, AppState>) -> tide::Result {
+        let Some(Endpoint::Get(answer)) = req.state().endpoints.get(req.url().path()) else {
+            return Ok(next.run(req).await);
+        };
+        if !matches!(req.method(), tide::http::Method::Get | tide::http::Method::Head) {
+            return Ok(Response::new(StatusCode::MethodNotAllowed));
+        }
+        let peer = req
+            .peer_addr()
+            .and_then(|peer| peer.parse().ok())
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        // The login session the client came with, if any: its stream ends with it.
+        let session = req.ext::<crate::shutdown::Ending>().cloned();
+        Ok(answer(Client { peer, session }))
     }
 }
 
@@ -230,7 +232,7 @@ async fn status(req: Request<AppState>) -> tide::Result {
     let current = state.recordings.current();
     let source = &state.config.source;
     let sized_by_config = !matches!(source.kind, crate::config::SourceKind::Command);
-    let user = crate::access::identity(&req);
+    let user = crate::http::access::identity(&req);
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "user": user,
@@ -336,62 +338,63 @@ fn content_security_policy(ws_url: &str) -> String {
 /// Counts every request tide answers in `croissant_http_requests_total`.
 struct CountRequests {
     /// Exact paths that are their own route label.
-    known: Arc<Vec<String>>,
+    labels: RouteLabels,
 }
 
 #[tide::utils::async_trait]
 impl tide::Middleware<AppState> for CountRequests {
     async fn handle(&self, req: Request<AppState>, next: tide::Next<'_, AppState>) -> tide::Result {
-        let route = route_label(req.url().path(), &self.known);
+        let route = self.labels.label(req.url().path());
         let metrics = req.state().metrics.clone();
         let res = next.run(req).await;
-        metrics.http_request(route, u16::from(res.status()));
+        metrics.http_request(&route, u16::from(res.status()));
         Ok(res)
     }
 }
 
-/// The paths that label themselves: the core's and every sink's.
-fn known_paths(config: &Config) -> Vec<String> {
-    let mut known: Vec<String> = [
-        "/",
-        "/stream",
-        "/recordings",
-        "/health",
-        "/api/status",
-        "/api/replays",
-        "/metrics",
-        "/snapshot.jpg",
-        "/settings",
-        "/login",
-        "/logout",
-    ]
-    .map(String::from)
-    .to_vec();
-    for entry in &config.sinks {
-        for resource in entry.config.resources() {
-            if let crate::sinks::Resource::HttpPath(path) = resource {
-                known.push(path);
-            }
-        }
-    }
-    known
+/// The paths that label their own requests in the metrics.
+const CORE_PATHS: [&str; 11] = [
+    "/",
+    "/stream",
+    "/recordings",
+    "/health",
+    "/api/status",
+    "/api/replays",
+    "/metrics",
+    "/snapshot.jpg",
+    "/settings",
+    "/login",
+    "/logout",
+];
+
+/// The route a path belongs to, for metrics: a bounded set of labels whatever clients ask
+/// (the core's paths, the sinks', a few patterns, and `other`).
+#[derive(Clone)]
+pub struct RouteLabels {
+    endpoints: Arc<Endpoints>,
 }
 
-/// The route a path belongs to, for metrics: a bounded set of labels whatever clients ask.
-pub(crate) fn route_label<'k>(path: &str, known: &'k [String]) -> &'k str {
-    if let Some(hit) = known.iter().find(|k| *k == path) {
-        return hit;
+impl RouteLabels {
+    fn new(endpoints: Arc<Endpoints>) -> Self {
+        RouteLabels { endpoints }
     }
-    for (prefix, label) in [
-        ("/recordings/", "/recordings/:name"),
-        ("/thumbnails/", "/thumbnails/:name"),
-        ("/assets/", "/assets/:file"),
-    ] {
-        if path.starts_with(prefix) {
-            return label;
+
+    /// The label of a request for `path`.
+    pub fn label(&self, path: &str) -> String {
+        if CORE_PATHS.contains(&path) || self.endpoints.get(path).is_some() {
+            return path.to_owned();
         }
+        for (prefix, label) in [
+            ("/recordings/", "/recordings/:name"),
+            ("/thumbnails/", "/thumbnails/:name"),
+            ("/assets/", "/assets/:file"),
+        ] {
+            if path.starts_with(prefix) {
+                return label.to_owned();
+            }
+        }
+        "other".to_owned()
     }
-    "other"
 }
 
 /// `GET /snapshot.jpg`: the newest frame, at most one frame interval old. With the camera
