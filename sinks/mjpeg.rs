@@ -85,6 +85,7 @@ impl MjpegSink {
         };
         info!(sink = %self.ctx.name, peer = %client.peer, "MJPEG client connected");
         let shutdown = self.ctx.shutdown.clone();
+        let retired = self.ctx.retired.clone();
         let ends = async move {
             // The login session the client came with, if any: its stream ends with it.
             match client.session {
@@ -92,6 +93,9 @@ impl MjpegSink {
                 None => shutdown.wait().await,
             }
         };
+        // A reload that removes or rebuilds the sink ends the stream too; the client's
+        // reconnect finds the new one.
+        let ends = async move { futures_lite::future::or(ends, async move { retired.wait().await }).await };
         let parts = Parts {
             subscription: self.ctx.subscribe(Policy::Latest),
             pending: None,
@@ -122,7 +126,8 @@ struct Parts {
     /// Once the daemon stops: how much of [`CLOSING`] went out.
     closing: Option<usize>,
     stats: Arc<SinkStats>,
-    /// The daemon's shutdown, or the end of the client's login session.
+    /// The daemon's shutdown, the end of the client's login session, or a reload retiring
+    /// the sink.
     ends: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
     _viewer: ViewerSlot,
 }

@@ -7,7 +7,7 @@ use std::any::Any;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use serde::de::DeserializeOwned;
 use smol::Task;
@@ -137,6 +137,9 @@ pub struct SinkContext {
     pub bus: Bus,
     /// Fires when the daemon stops.
     pub shutdown: Signal,
+    /// Fires when a reload removes or rebuilds this sink: what it serves must end, so its
+    /// clients reconnect to the new one.
+    pub retired: Signal,
     /// `[storage] dir`.
     pub storage_dir: PathBuf,
     /// The recordings on disk and the segment being written.
@@ -152,8 +155,9 @@ pub struct SinkContext {
     pub metrics: Arc<Metrics>,
     /// This sink's counters (and whether the mode enables it).
     pub stats: Arc<SinkStats>,
-    /// The camera's nominal frame rate, when the config sets it (recordings carry it).
-    pub frame_rate: Option<u32>,
+    /// The camera's nominal frame rate when the config sets it (recordings carry it); a
+    /// reload may change it, and the next segment or encoder start reads it.
+    pub frame_rate: FrameRate,
 }
 
 impl SinkContext {
@@ -170,6 +174,8 @@ impl SinkContext {
         SinkContext {
             name: String::new(),
             bus,
+            // Until a sink gets its own (see `Sinks::build`).
+            retired: shutdown.clone(),
             shutdown,
             storage_dir,
             recordings,
@@ -178,7 +184,7 @@ impl SinkContext {
             send_timeout,
             metrics,
             stats: Arc::default(),
-            frame_rate: None,
+            frame_rate: FrameRate::default(),
         }
     }
 
@@ -218,6 +224,22 @@ impl SinkContext {
             "too many viewers (the limit is {}); try again later",
             self.max_viewers
         )
+    }
+}
+
+/// The camera's nominal frame rate, shared by every sink and changed by a reload.
+#[derive(Debug, Clone, Default)]
+pub struct FrameRate(Arc<AtomicU32>);
+
+impl FrameRate {
+    /// The rate, when the config sets one.
+    pub fn get(&self) -> Option<u32> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|rate| *rate > 0)
+    }
+
+    /// Sets the rate (`None`: unknown).
+    pub fn set(&self, rate: Option<u32>) {
+        self.0.store(rate.unwrap_or(0), Ordering::Relaxed);
     }
 }
 
@@ -273,6 +295,8 @@ struct Running {
     paths: Vec<String>,
     stats: Arc<SinkStats>,
     active: Option<(Trigger, Task<()>)>,
+    /// Fires the sink's `retired` signal (dropping it does too).
+    retire: Trigger,
 }
 
 /// What a reload did to one sink, for its log line.
@@ -328,9 +352,11 @@ impl Sinks {
 
     fn build_one(&self, entry: &SinkEntry) -> Result<Running, String> {
         let stats = self.shared.metrics.sink(&entry.name, &entry.kind);
+        let (retire, retired) = shutdown::signal();
         let ctx = SinkContext {
             name: entry.name.clone(),
             stats: stats.clone(),
+            retired,
             ..self.shared.clone()
         };
         let sink = match self.types.build(entry, ctx) {
@@ -346,6 +372,7 @@ impl Sinks {
             paths: Vec::new(),
             stats,
             active: None,
+            retire,
         })
     }
 
@@ -387,7 +414,12 @@ impl Sinks {
     /// Moves to `entries`: sinks whose table did not change keep running untouched, changed
     /// ones are stopped and built again, removed ones stop, new ones start. Every new sink
     /// is built before anything stops, so a sink that cannot be built leaves all as it was.
-    pub async fn reload(&mut self, entries: &[SinkEntry]) -> Result<Vec<(String, Change)>, String> {
+    /// `frame_rate` is the camera's new nominal rate.
+    pub async fn reload(
+        &mut self,
+        entries: &[SinkEntry],
+        frame_rate: Option<u32>,
+    ) -> Result<Vec<(String, Change)>, String> {
         let mut changes = Vec::new();
         let mut built = Vec::new();
         for entry in entries {
@@ -419,6 +451,7 @@ impl Sinks {
             }
         }
 
+        self.shared.frame_rate.set(frame_rate);
         let mut kept = Vec::new();
         for mut running in std::mem::take(&mut self.sinks) {
             let change = changes
@@ -433,10 +466,11 @@ impl Sinks {
                     kept.push(running);
                 }
                 _ => {
-                    running.stop().await;
                     for path in &running.paths {
                         self.endpoints.remove(path);
                     }
+                    running.retire.fire();
+                    running.stop().await;
                     self.shared.metrics.forget_sink(&running.stats);
                 }
             }

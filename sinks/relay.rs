@@ -226,7 +226,7 @@ impl Relay {
         let Some(mut stdin) = child.stdin.take() else {
             return Ended::Failed("ffmpeg has no stdin".into());
         };
-        let mut muxer = mkv::Muxer::new(self.ctx.frame_rate);
+        let mut muxer = mkv::Muxer::new(self.ctx.frame_rate.get());
         let write_timeout = Duration::from_secs(self.config.write_timeout_seconds);
         let started = Instant::now();
         let mut working = false;

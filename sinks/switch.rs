@@ -58,8 +58,12 @@ impl ModeSwitch {
 
     /// Moves the sinks to a reloaded config's tables (see [`Sinks::reload`]), in the mode in
     /// force; a mode switch waits for it, and it for a switch.
-    pub async fn reload(&self, entries: &[SinkEntry]) -> Result<Vec<(String, Change)>, String> {
-        self.sinks.lock().await.reload(entries).await
+    pub async fn reload(
+        &self,
+        entries: &[SinkEntry],
+        frame_rate: Option<u32>,
+    ) -> Result<Vec<(String, Change)>, String> {
+        self.sinks.lock().await.reload(entries, frame_rate).await
     }
 
     /// Disables every sink (finishing recordings) for shutdown.

@@ -159,6 +159,9 @@ enum Event {
 
 /// What a viewer is told when the daemon stops.
 const GOING_AWAY: Control = Control::Closed(Ending::Close((CloseCode::Away, "server shutting down")));
+/// What a viewer is told when a reload removes or rebuilds the sink: reconnecting finds the
+/// new one (1012, Service Restart).
+const RECONFIGURED: Control = Control::Closed(Ending::Close((CloseCode::Restart, "reconfigured; reconnect")));
 /// What a viewer is told when the login session it came with ends (logout, expiry).
 const SESSION_ENDED: Control =
     Control::Closed(Ending::Close((CloseCode::Policy, "session ended; log in again")));
@@ -174,6 +177,8 @@ const RESTART_WITHIN: (Duration, &str) = (Duration::from_secs(60), "no start wit
 /// What else, besides the viewer's own messages, can end a connection.
 struct Endings<'a> {
     shutdown: &'a crate::shutdown::Signal,
+    /// A reload removed or rebuilt the sink.
+    retired: &'a crate::shutdown::Signal,
     /// The viewer's login session.
     session: Option<&'a crate::shutdown::Ending>,
     /// While not watching: when the connection must have sent `start`, and what it is told
@@ -198,6 +203,8 @@ impl Endings<'_> {
     fn now(&self) -> Option<Control> {
         if self.shutdown.fired() {
             Some(GOING_AWAY)
+        } else if self.retired.fired() {
+            Some(RECONFIGURED)
         } else if self.session.is_some_and(|s| s.ended()) {
             Some(SESSION_ENDED)
         } else if let Some((at, reason)) = self.start_by
@@ -231,7 +238,16 @@ impl Endings<'_> {
             self.shutdown.wait().await;
             GOING_AWAY
         };
-        future::or(shutdown, future::or(session, idle)).await
+        let retired = async {
+            self.retired.wait().await;
+            // The daemon's shutdown drops the sinks too; say the truer of the two.
+            if self.shutdown.fired() {
+                GOING_AWAY
+            } else {
+                RECONFIGURED
+            }
+        };
+        future::or(future::or(shutdown, retired), future::or(session, idle)).await
     }
 }
 
@@ -350,6 +366,7 @@ impl WebSocketSink {
             crate::runtime::spawn(read_controls(rx, control_tx, frame_finished_rx).in_current_span());
         let mut endings = Endings {
             shutdown: &self.ctx.shutdown,
+            retired: &self.ctx.retired,
             session: client.session.as_ref(),
             start_by: None,
         };

@@ -56,7 +56,7 @@ pub enum Role {
 }
 
 /// `[auth]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// `[auth.users.<name>]`
@@ -80,7 +80,7 @@ fn default_session_hours() -> usize {
 }
 
 /// `[auth.users.<name>]`
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// `viewer` or `admin`.

@@ -55,6 +55,7 @@ pub mod testpattern;
 pub mod throttle;
 pub mod turns;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,15 +88,16 @@ pub enum Error {
     Auth(String),
 }
 
-/// Runs the daemon until SIGINT or SIGTERM, then shuts down cleanly.
-pub fn run(config: Config) -> Result<(), Error> {
-    runtime::block_on(daemon(config))
+/// Runs the daemon until SIGINT or SIGTERM, then shuts down cleanly. SIGHUP re-reads the
+/// config from `path` (see [`reload`]).
+pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), Error> {
+    runtime::block_on(daemon(config, path))
 }
 
-async fn daemon(config: Config) -> Result<(), Error> {
+async fn daemon(config: Config, path: Option<PathBuf>) -> Result<(), Error> {
     let config = Arc::new(config);
     let (stop, shutdown) = shutdown::signal();
-    watch_signals(stop)?;
+    let reloads = watch_signals(stop)?;
 
     let bus = Bus::new(Demand::default());
     let status = Arc::new(source::Status::default());
@@ -113,7 +115,7 @@ async fn daemon(config: Config) -> Result<(), Error> {
         fd_limit,
         metrics.connections.clone(),
     ));
-    let mut shared = sinks::SinkContext::new(
+    let shared = sinks::SinkContext::new(
         bus.clone(),
         shutdown.clone(),
         config.storage.dir.clone(),
@@ -122,7 +124,7 @@ async fn daemon(config: Config) -> Result<(), Error> {
         config.server.max_viewers,
         Duration::from_secs(config.server.send_timeout_seconds),
     );
-    shared.frame_rate = config.source.nominal_framerate();
+    shared.frame_rate.set(config.source.nominal_framerate());
     let viewers = shared.viewers.clone();
     let sinks = sinks::Sinks::build(&sinks::registry::TYPES, &config.sinks, &shared).map_err(Error::Sink)?;
     let state_file = state::StateFile::in_dir(&config.storage.dir);
@@ -160,12 +162,7 @@ async fn daemon(config: Config) -> Result<(), Error> {
     });
     modes.start().await;
 
-    let source = runtime::spawn(source::supervise(
-        config.source.clone(),
-        bus.clone(),
-        status,
-        shutdown.clone(),
-    ));
+    let mut source = Source::start(config.source.clone(), &bus, &status, &shutdown);
     let front = Arc::new(routes.into_front(shutdown.clone()));
     let server = runtime::spawn(http::serve(listener, front, admission.clone(), shutdown.clone()));
     info!(
@@ -199,7 +196,16 @@ async fn daemon(config: Config) -> Result<(), Error> {
         );
     }
 
-    shutdown.wait().await;
+    let mut running = (*config).clone();
+    while let Some(()) = shutdown::unless(&shutdown, reloads.recv())
+        .await
+        .and_then(Result::ok)
+    {
+        match &path {
+            Some(path) => reload(path, &mut running, &modes, &mut source, &bus, &status, &shutdown).await,
+            None => warn!("SIGHUP: no config file to re-read (started without --config)"),
+        }
+    }
     server.await;
     let sinks_done = async {
         modes.stop_all().await;
@@ -212,18 +218,120 @@ async fn daemon(config: Config) -> Result<(), Error> {
     if !futures_lite::future::or(sinks_done, timeout).await {
         warn!("sinks did not stop within 30 s");
     }
-    source.await;
+    source.task.await;
     info!("stopped");
     Ok(())
 }
 
-/// The first SIGINT/SIGTERM starts a clean shutdown; a second one exits at once.
-fn watch_signals(stop: shutdown::Trigger) -> Result<(), Error> {
+/// The source's supervisor, and what stops it: the daemon's shutdown or a reload that
+/// changes the source.
+struct Source {
+    task: smol::Task<()>,
+    stop: shutdown::Trigger,
+}
+
+impl Source {
+    fn start(
+        config: config::SourceConfig,
+        bus: &Bus,
+        status: &Arc<source::Status>,
+        shutdown: &shutdown::Signal,
+    ) -> Source {
+        status.set_config(config.clone());
+        let (stop, reloaded) = shutdown::signal();
+        let (stopping, stops) = shutdown::signal();
+        let daemon_stops = shutdown.clone();
+        runtime::spawn(async move {
+            futures_lite::future::or(daemon_stops.wait(), reloaded.wait()).await;
+            stopping.fire();
+        })
+        .detach();
+        let task = runtime::spawn(source::supervise(config, bus.clone(), status.clone(), stops));
+        Source { task, stop }
+    }
+}
+
+/// Re-reads the config and applies what can change while the daemon runs: sinks whose
+/// table did not change keep running untouched, changed ones are rebuilt, removed ones stop,
+/// new ones start, and a changed `[source]` restarts only the source. A config with an
+/// error is refused whole and the running one stays. The other tables (`[server]`,
+/// `[storage]`, `[viewer]`, `[auth]`, `[mode]`) are read at start: a change there is named
+/// in the log and waits for a restart.
+async fn reload(
+    path: &std::path::Path,
+    running: &mut Config,
+    modes: &sinks::switch::ModeSwitch,
+    source: &mut Source,
+    bus: &Bus,
+    status: &Arc<source::Status>,
+    shutdown: &shutdown::Signal,
+) {
+    info!(config = %path.display(), "SIGHUP: reloading the config");
+    let new = match Config::load(path, &sinks::registry::TYPES) {
+        Ok(new) => new,
+        Err(error) => {
+            for line in error.to_string().lines() {
+                error!("{line}");
+            }
+            error!("config reload refused: the running config stays");
+            return;
+        }
+    };
+    let changes = match modes.reload(&new.sinks, new.source.nominal_framerate()).await {
+        Ok(changes) => changes,
+        Err(error) => {
+            error!("{error}");
+            error!("config reload refused: the running config stays");
+            return;
+        }
+    };
+    if new.source != running.source {
+        // The old camera lets go of the device before the new one opens it.
+        source.stop.fire();
+        (&mut source.task).await;
+        *source = Source::start(new.source.clone(), bus, status, shutdown);
+        info!(source = new.source.kind_name(), "source changed, restarted");
+    } else {
+        info!("source unchanged, kept running");
+    }
+    for (sink, change) in changes {
+        info!(%sink, "sink {}", change.as_str());
+    }
+    let later: Vec<&str> = [
+        ("[server]", new.server != running.server),
+        ("[storage]", new.storage != running.storage),
+        ("[viewer]", new.viewer != running.viewer),
+        ("[auth]", new.auth != running.auth),
+        ("[mode]", new.mode != running.mode),
+    ]
+    .into_iter()
+    .filter_map(|(table, changed)| changed.then_some(table))
+    .collect();
+    if !later.is_empty() {
+        warn!(
+            "{} changed: read at start only, so the old values stay until the daemon restarts \
+             (systemctl restart croissant)",
+            later.join(", ")
+        );
+    }
+    running.source = new.source;
+    running.sinks = new.sinks;
+    info!("config reloaded");
+}
+
+/// The first SIGINT/SIGTERM starts a clean shutdown; a second one exits at once. SIGHUP
+/// asks for a reload on the returned channel (several at once make one).
+fn watch_signals(stop: shutdown::Trigger) -> Result<async_channel::Receiver<()>, Error> {
     use async_signal::{Signal, Signals};
-    let mut signals = Signals::new([Signal::Term, Signal::Int]).map_err(Error::Signals)?;
+    let mut signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup]).map_err(Error::Signals)?;
+    let (reload, reloads) = async_channel::bounded(1);
     runtime::spawn(async move {
         let mut seen = 0;
         while let Some(signal) = signals.next().await {
+            if matches!(signal, Ok(Signal::Hup)) {
+                let _ = reload.try_send(());
+                continue;
+            }
             seen += 1;
             if seen == 1 {
                 info!(signal = ?signal.ok(), "shutting down");
@@ -235,5 +343,5 @@ fn watch_signals(stop: shutdown::Trigger) -> Result<(), Error> {
         }
     })
     .detach();
-    Ok(())
+    Ok(reloads)
 }

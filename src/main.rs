@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     }
 
     init_logging();
-    match croissant::run(config) {
+    match croissant::run(config, cli.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "croissant cannot run");

@@ -134,7 +134,7 @@ impl Recorder {
                 let recordings = recordings.clone();
                 let stats = stats.clone();
                 let config = self.config.clone();
-                let frame_rate = self.ctx.frame_rate;
+                let frame_rate = self.ctx.frame_rate.get();
                 finishing.retain(|task| !task.is_finished());
                 finishing.push(crate::runtime::spawn(async move {
                     let stem = old.stem.clone();
@@ -154,7 +154,7 @@ impl Recorder {
                     continue;
                 }
                 let Some(first) = waiting.first_at() else { continue };
-                match Segment::start(&self.config, &recordings, first, self.ctx.frame_rate) {
+                match Segment::start(&self.config, &recordings, first, self.ctx.frame_rate.get()) {
                     Ok(started) => {
                         recordings.set_current(Some(Current {
                             stem: started.stem.clone(),
@@ -234,7 +234,14 @@ impl Recorder {
                 frames = leftovers.len(),
                 "writing the frames no ffmpeg has written yet"
             );
-            record_leftovers(&self.config, &recordings, self.ctx.frame_rate, &stats, leftovers).await;
+            record_leftovers(
+                &self.config,
+                &recordings,
+                self.ctx.frame_rate.get(),
+                &stats,
+                leftovers,
+            )
+            .await;
         }
         for task in finishing {
             task.await;

@@ -13,7 +13,7 @@ use super::validators::{
 };
 
 /// `[server]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address and port to listen on; port 0 is refused (clients need a known port).
@@ -71,7 +71,7 @@ impl Default for ServerConfig {
 }
 
 /// `[storage]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Holds `state.ron`, `recordings/` and `thumbnails/`.
@@ -87,7 +87,7 @@ impl Default for StorageConfig {
 }
 
 /// `[viewer]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ViewerConfig {
     /// The WebSocket URL the viewer page connects to; empty to derive it from the page's
@@ -96,7 +96,7 @@ pub struct ViewerConfig {
 }
 
 /// `[mode]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModeConfig {
     /// Used when `<storage.dir>/state.ron` does not exist.
@@ -126,7 +126,7 @@ pub enum SourceKind {
 }
 
 /// `[source]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "RawSource")]
 pub struct SourceConfig {
     /// Which kind of source.

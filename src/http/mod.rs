@@ -196,7 +196,7 @@ async fn health(req: Request<AppState>) -> tide::Result {
         "mode": state.mode.current(),
         "recording": state.recordings.current().map(|c| c.stem),
         "source": {
-            "kind": state.config.source.kind_name(),
+            "kind": state.status.config().kind_name(),
             "state": snap.state,
             "pid": snap.pid,
             "wanted": wanted,
@@ -230,7 +230,7 @@ async fn status(req: Request<AppState>) -> tide::Result {
     let (segments, disk) =
         smol::unblock(move || (recordings.list(), crate::recordings::disk_space(&dir))).await;
     let current = state.recordings.current();
-    let source = &state.config.source;
+    let source = state.status.config();
     let sized_by_config = !matches!(source.kind, crate::config::SourceKind::Command);
     let user = crate::http::access::identity(&req);
     let body = json!({
@@ -402,7 +402,7 @@ impl RouteLabels {
 /// stop again after the grace period.
 async fn snapshot(req: Request<AppState>) -> tide::Result {
     let state = req.state();
-    let interval = Duration::from_secs_f64(1.0 / f64::from(state.config.source.framerate.max(1)));
+    let interval = Duration::from_secs_f64(1.0 / f64::from(state.status.config().framerate.max(1)));
     let fresh = state
         .bus
         .latest()

@@ -77,7 +77,7 @@ pub async fn supervise(config: SourceConfig, bus: Bus, status: Arc<Status>, shut
                 failing.recover();
             }
             End::Shutdown => {
-                info!("source stopped for shutdown");
+                info!("source stopped (the daemon stops, or a reload replaces it)");
                 return;
             }
             End::Failed(reason, error) => {

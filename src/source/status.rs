@@ -2,11 +2,12 @@
 //! frame rate over the last seconds, and what the camera last said on stderr.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::config::SourceConfig;
 use crate::sync::lock;
 
 /// Where the source is in its life cycle, as `/health` reports it.
@@ -42,6 +43,8 @@ impl State {
 #[derive(Debug)]
 pub struct Status {
     inner: Mutex<StatusInner>,
+    /// The settings the source runs with; a reload that changes them restarts it.
+    config: Mutex<Arc<SourceConfig>>,
     started_at: Instant,
 }
 
@@ -97,6 +100,7 @@ impl Default for Status {
                 run_since: None,
                 recent: VecDeque::with_capacity(RECENT),
             }),
+            config: Mutex::default(),
             started_at: now,
         }
     }
@@ -106,6 +110,16 @@ const RECENT: usize = 256;
 const FPS_WINDOW: Duration = Duration::from_secs(2);
 
 impl Status {
+    /// The settings the source runs with.
+    pub fn config(&self) -> Arc<SourceConfig> {
+        lock(&self.config).clone()
+    }
+
+    /// Records the settings a (re)started source runs with.
+    pub fn set_config(&self, config: SourceConfig) {
+        *lock(&self.config) = Arc::new(config);
+    }
+
     pub(super) fn update(&self, f: impl FnOnce(&mut StatusInner)) {
         let mut inner = lock(&self.inner);
         f(&mut inner);
