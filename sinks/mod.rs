@@ -25,7 +25,6 @@ pub use endpoint::{BoxFuture, Client, Endpoint, Endpoints, GetHandler, Upgraded,
 
 pub mod encoder;
 pub mod endpoint;
-pub mod fanout;
 pub mod mjpeg;
 pub mod mkv;
 pub mod recorder;

@@ -47,13 +47,11 @@ pub mod shutdown;
 pub mod sinks;
 pub mod source;
 pub mod splitter;
-pub mod staging;
 pub mod state;
 pub mod stderr;
 pub mod sync;
 pub mod testpattern;
 pub mod throttle;
-pub mod turns;
 
 use std::path::PathBuf;
 use std::sync::Arc;

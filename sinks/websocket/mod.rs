@@ -6,6 +6,10 @@
 //! camera or other viewers, and never costs more than two frames. Each viewer's own task
 //! handles its messages (`start`, `stop`) and the frames it has to catch up on.
 
+pub mod fanout;
+pub mod staging;
+pub mod turns;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,11 +23,11 @@ use futures_lite::{StreamExt, future};
 use serde::Deserialize;
 use tracing::{Instrument, debug, info};
 
-use super::fanout::{Fanout, Seat};
 use super::{Client, Endpoint, Resource, Sink, SinkConfig, SinkContext, Upgraded, ViewerSlot, WsHandler};
 use crate::mode::Mode;
 use crate::ratelimit::RateLimit;
-use crate::turns::TurnTaking;
+use fanout::{Fanout, Seat};
+use turns::TurnTaking;
 
 /// `type = "websocket"`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -281,7 +285,7 @@ enum Ending {
 /// kernel send a reset, and the viewer's kernel then throws away what the viewer had not
 /// read yet: the end of the last frame, and the close. So the daemon stops writing, and
 /// reads and drops what comes until the viewer hangs up (for a second at most).
-async fn linger(socket: &crate::turns::FrameWriter) {
+async fn linger(socket: &turns::FrameWriter) {
     let socket = socket.socket();
     let _ = socket.get_ref().shutdown(std::net::Shutdown::Write);
     let drain = async {
@@ -304,7 +308,7 @@ async fn linger(socket: &crate::turns::FrameWriter) {
 /// Reads the viewer's messages: `start` and `stop` (anything else is ignored, as the
 /// original server did), until the connection closes or breaks.
 async fn read_controls(
-    mut rx: async_tungstenite::WebSocketReceiver<crate::turns::TurnTaking>,
+    mut rx: async_tungstenite::WebSocketReceiver<turns::TurnTaking>,
     out: async_channel::Sender<Control>,
     frame_finished: async_channel::Receiver<()>,
 ) {

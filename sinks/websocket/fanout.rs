@@ -10,7 +10,7 @@
 //! pace, and never holds up anyone else.
 //!
 //! Each socket has one more writer, tungstenite answering pings and closing; the socket's
-//! turn (see [`crate::turns`]) keeps their messages whole.
+//! turn (see [`super::turns`]) keeps their messages whole.
 
 use std::io::{self, IoSlice, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,11 +22,11 @@ use smol::Task;
 use smol::lock::MutexGuardArc;
 use tracing::Instrument;
 
-use super::SinkContext;
+use super::staging::{Stage, Staged};
+use super::turns::FrameWriter;
 use crate::bus::{Frame, Policy, Subscription};
-use crate::staging::{Stage, Staged};
+use crate::sinks::SinkContext;
 use crate::sync::lock;
-use crate::turns::FrameWriter;
 
 /// Writes a message header for a payload of `len` bytes into the buffer; returns its size.
 pub type Header = fn(&mut [u8; 10], usize) -> usize;
