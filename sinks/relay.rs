@@ -11,20 +11,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use async_process::{Child, ChildStdin, Command, Stdio};
+use async_process::ChildStdin;
 use futures_lite::{AsyncWriteExt, future};
 use serde::Deserialize;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{debug, info, warn};
 
 use super::encoder::{Codec, input_args, keyframe_args, words};
 use super::mkv;
 use super::{BoxFuture, Sink, SinkConfig, SinkContext};
 use crate::backoff::Backoff;
 use crate::bus::{Policy, Subscription};
+use crate::child::{Ask, Child, Pipes};
 use crate::metrics::Problem;
 use crate::mode::Mode;
 use crate::shutdown::Signal;
-use crate::stderr::Tail;
 
 /// `type = "relay"`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -140,6 +140,8 @@ impl SinkConfig for Config {
 /// An ffmpeg that has taken frames this long counts as working (a relay whose server is
 /// down fails sooner).
 const HEALTHY_AFTER: Duration = Duration::from_secs(5);
+/// How long ffmpeg gets to flush and close the stream once its input ends.
+const FINISH_WITHIN: Duration = Duration::from_secs(5);
 
 /// The running relay sink.
 pub struct Relay {
@@ -173,7 +175,7 @@ impl Relay {
             let started = Instant::now();
             let ended = match self.spawn() {
                 Ok(child) => {
-                    info!(url = %target, pid = child.id(), "relay started");
+                    info!(url = %target, pid = child.pid(), "relay started");
                     stats.up.store(true, Ordering::Relaxed);
                     let ended = self.push(child, &frames, &disabled).await;
                     stats.up.store(false, Ordering::Relaxed);
@@ -202,28 +204,23 @@ impl Relay {
     }
 
     fn spawn(&self) -> std::io::Result<Child> {
-        Command::new(&self.config.ffmpeg)
-            .args(ffmpeg_args(&self.config))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run `{}`: {e}", self.config.ffmpeg)))
+        // ffmpeg names the URL in its errors; keep the stream key out of the log and the
+        // status.
+        let hidden = hidden_parts(&self.config.url);
+        tracing::debug_span!("ffmpeg").in_scope(|| {
+            Child::spawn(
+                &self.config.ffmpeg,
+                &ffmpeg_args(&self.config),
+                Pipes::Input,
+                hidden,
+                |line| debug!("{line}"),
+            )
+        })
     }
 
     /// Feeds one ffmpeg until it exits, stops reading, or the sink is disabled.
     async fn push(&self, mut child: Child, frames: &Subscription, disabled: &Signal) -> Ended {
-        let tail = Tail::default();
-        let stderr_task = child.stderr.take().map(|stderr| {
-            let span = tracing::debug_span!("ffmpeg");
-            // ffmpeg names the URL in its errors; keep the stream key out of the log and
-            // the status.
-            let hidden = hidden_parts(&self.config.url);
-            let follow = crate::stderr::follow(stderr, tail.clone(), hidden, |line| debug!("{line}"));
-            crate::runtime::spawn(follow.instrument(span))
-        });
-        let Some(mut stdin) = child.stdin.take() else {
+        let Some(mut stdin) = child.take_stdin() else {
             return Ended::Failed("ffmpeg has no stdin".into());
         };
         let mut muxer = mkv::Muxer::new(self.ctx.frame_rate.get());
@@ -232,14 +229,17 @@ impl Relay {
         let mut working = false;
         let failure = loop {
             let next = async { Step::Frame(frames.recv().await) };
-            let exited = async { Step::Exited(child.status().await) };
+            let exited = async { Step::Exited(child.exited().await) };
             let stop = async {
                 disabled.wait().await;
                 Step::Stop
             };
             match future::or(stop, future::or(next, exited)).await {
                 Step::Stop => {
-                    finish(child, stdin).await;
+                    // ffmpeg flushes and closes the connection when its input ends.
+                    let _ = stdin.close().await;
+                    drop(stdin);
+                    child.stop(Ask::InputEnded, FINISH_WITHIN).await;
                     return Ended::Disabled;
                 }
                 Step::Exited(status) => break describe_exit(status),
@@ -260,15 +260,7 @@ impl Relay {
             }
         };
         drop(stdin);
-        let _ = child.kill();
-        let _ = child.status().await;
-        if let Some(task) = stderr_task {
-            future::or(task, async {
-                smol::Timer::after(Duration::from_secs(1)).await;
-            })
-            .await;
-        }
-        let tail = tail.joined();
+        let tail = child.stop(Ask::Kill, Duration::ZERO).await.stderr;
         Ended::Failed(if tail.is_empty() {
             failure
         } else {
@@ -306,22 +298,6 @@ async fn write_within(stdin: &mut ChildStdin, bytes: &[u8], limit: Duration) -> 
         ))
     };
     future::or(write, timeout).await
-}
-
-/// Ends the stream cleanly (ffmpeg flushes and closes the connection when its input
-/// ends), killing ffmpeg if it takes too long.
-async fn finish(mut child: Child, mut stdin: ChildStdin) {
-    let _ = stdin.close().await;
-    drop(stdin);
-    let waited = future::or(async { Some(child.status().await) }, async {
-        smol::Timer::after(Duration::from_secs(5)).await;
-        None
-    })
-    .await;
-    if waited.is_none() {
-        let _ = child.kill();
-        let _ = child.status().await;
-    }
 }
 
 /// The URL for logs: scheme, host and first path segment (the application). Credentials,

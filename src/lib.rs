@@ -31,6 +31,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod bus;
+pub mod child;
 pub mod config;
 pub mod http;
 pub mod metrics;

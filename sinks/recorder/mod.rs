@@ -13,20 +13,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use async_process::{Child, ChildStdin, Command, Stdio};
-use futures_lite::{AsyncWriteExt, future};
+use async_process::ChildStdin;
+use futures_lite::AsyncWriteExt;
 use serde::Deserialize;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{debug, info, warn};
 
 use super::{BoxFuture, Resource, Sink, SinkConfig, SinkContext};
 use crate::backoff::Backoff;
 use crate::bus::{Frame, Policy};
+use crate::child::{Ask, Child, Pipes};
 use crate::metrics::{Problem, SinkStats};
 use crate::mode::Mode;
 use crate::ratelimit::RateLimit;
 use crate::recordings::{Current, Recordings};
 use crate::shutdown::Signal;
-use crate::stderr::Tail;
 
 use super::encoder::{Codec, input_args, keyframe_args, words};
 use super::mkv;
@@ -286,6 +286,9 @@ async fn record_leftovers(
     }
 }
 
+/// How long ffmpeg gets to write its last fragment once its input ends.
+const FINISH_WITHIN: Duration = Duration::from_secs(15);
+
 /// An ffmpeg that has taken frames this long after a failure counts as working again; one
 /// that keeps dying sooner (a full disk, a broken encoder) keeps the recorder reported as
 /// failing instead of flapping between the two.
@@ -387,8 +390,6 @@ struct Segment {
     walk: crate::mp4::Walk,
     checked: Instant,
     frames: u64,
-    stderr_tail: Tail,
-    stderr_task: Option<smol::Task<()>>,
 }
 
 impl Segment {
@@ -405,33 +406,26 @@ impl Segment {
         let (stem, file) = recordings.create_segment(at)?;
         drop(file);
         let path = recordings.recordings_dir().join(format!("{stem}.mp4"));
-        let spawned = Command::new(&config.ffmpeg)
-            .args(ffmpeg_args(config, &path))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn();
+        let span = tracing::debug_span!("ffmpeg", segment = %stem);
+        let spawned = span.in_scope(|| {
+            Child::spawn(
+                &config.ffmpeg,
+                &ffmpeg_args(config, &path),
+                Pipes::Input,
+                Vec::new(),
+                |line| debug!("{line}"),
+            )
+        });
         let mut child = match spawned {
             Ok(child) => child,
-            Err(e) => {
+            Err(error) => {
                 let _ = std::fs::remove_file(&path);
                 recordings.finished(&stem, None);
-                return Err(std::io::Error::new(
-                    e.kind(),
-                    format!("cannot run `{}`: {e}", config.ffmpeg),
-                ));
+                return Err(error);
             }
         };
-        let stdin = child.stdin.take();
-        let stderr_tail = Tail::default();
-        let stderr_task = child.stderr.take().map(|stderr| {
-            let span = tracing::debug_span!("ffmpeg", segment = %stem);
-            let follow =
-                crate::stderr::follow(stderr, stderr_tail.clone(), Vec::new(), |line| debug!("{line}"));
-            crate::runtime::spawn(follow.instrument(span))
-        });
-        info!(segment = %stem, pid = child.id(), "segment started");
+        let stdin = child.take_stdin();
+        info!(segment = %stem, pid = child.pid(), "segment started");
         Ok(Segment {
             stem,
             path,
@@ -446,8 +440,6 @@ impl Segment {
             walk: crate::mp4::Walk::default(),
             checked: Instant::now(),
             frames: 0,
-            stderr_tail,
-            stderr_task,
         })
     }
 
@@ -526,27 +518,8 @@ impl Segment {
         if let Some(mut stdin) = self.stdin.take() {
             let _ = stdin.close().await;
         }
-        let pid = self.child.id();
-        let waited = future::or(async { Some(self.child.status().await) }, async {
-            smol::Timer::after(Duration::from_secs(15)).await;
-            None
-        })
-        .await;
-        let status = match waited {
-            Some(status) => status,
-            None => {
-                warn!(segment = %self.stem, pid, "ffmpeg did not finish within 15 s; killing it");
-                let _ = self.child.kill();
-                self.child.status().await
-            }
-        };
-        if let Some(task) = self.stderr_task.take() {
-            future::or(task, async {
-                smol::Timer::after(Duration::from_secs(1)).await;
-            })
-            .await;
-        }
-        let tail = self.stderr_tail.joined();
+        let exit = self.child.stop(Ask::InputEnded, FINISH_WITHIN).await;
+        let (status, tail) = (exit.status, exit.stderr);
         // A file no player can open (ffmpeg died before its first fragment, or could not
         // write at all) would only be a broken entry in the gallery; a cut-off last write
         // is cut away, so what is listed plays to its end.

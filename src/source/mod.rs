@@ -16,18 +16,20 @@ pub use status::{Snapshot, State, Status};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use async_process::{Child, Command, Stdio};
 use futures_lite::{AsyncReadExt, future};
 use smol::Timer;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::bus::Bus;
+use crate::child::{Ask, Child, Pipes};
 use crate::config::SourceConfig;
 use crate::ratelimit::{Burst, FailureRun, RateLimit};
 use crate::shutdown::Signal;
 use crate::splitter::{Discard, Splitter};
-use crate::stderr::Tail;
+
+/// How long a camera gets to exit once asked (SIGTERM) before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// Runs the source for the daemon's lifetime: waits for demand, runs the process, restarts
 /// it on failure, stops it when demand ends, and returns once `shutdown` fires and the
@@ -148,47 +150,26 @@ impl Runner {
                 "the source command is empty".into(),
             );
         };
-        let spawned = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(error) => {
-                return End::Failed(
-                    "the camera program could not be started",
-                    format!("cannot start `{program}`: {error}"),
-                );
+        let mut limit = Burst::new(20, Duration::from_secs(10));
+        let log_line = move |line: &str| {
+            if quiet {
+                debug!("source: {line}");
+            } else if let Some(suppressed) = limit.allow() {
+                info!(suppressed, "source: {line}");
             }
         };
-        let pid = child.id();
+        let mut child = match Child::spawn(program, args, Pipes::Output, Vec::new(), log_line) {
+            Ok(child) => child,
+            Err(error) => return End::Failed("the camera program could not be started", error.to_string()),
+        };
+        let pid = child.pid();
         self.status.set_state(State::Starting, Some(pid));
         if quiet {
             debug!(pid, program = %program, "source started");
         } else {
             info!(pid, program = %program, "source started");
         }
-
-        let tail = Tail::default();
-        let stderr = child.stderr.take().map(|err| {
-            let mut limit = Burst::new(20, Duration::from_secs(10));
-            crate::runtime::spawn(crate::stderr::follow(
-                err,
-                tail.clone(),
-                Vec::new(),
-                move |line| {
-                    if quiet {
-                        debug!(pid, "source: {line}");
-                    } else if let Some(suppressed) = limit.allow() {
-                        info!(pid, suppressed, "source: {line}");
-                    }
-                },
-            ))
-        });
-        let Some(stdout) = child.stdout.take() else {
+        let Some(stdout) = child.take_stdout() else {
             return End::Failed(
                 "the camera's output could not be read",
                 "the source's stdout was not captured".into(),
@@ -204,19 +185,14 @@ impl Runner {
         )
         .await;
 
-        let exit = stop_child(&mut child, pid, reason != Stop::Eof).await;
-        if let Some(task) = stderr {
-            // The pipe closes when the process is gone; give the last lines a moment.
-            future::or(
-                async {
-                    task.await;
-                },
-                async {
-                    Timer::after(Duration::from_millis(500)).await;
-                },
-            )
-            .await;
-        }
+        // At the end of its output it has exited, or is about to.
+        let ask = if reason == Stop::Eof {
+            Ask::InputEnded
+        } else {
+            Ask::Terminate
+        };
+        let exit = child.stop(ask, STOP_GRACE).await;
+        debug!(pid, status = %exit.describe(), "source exited");
         match reason {
             Stop::Idle => End::Idle,
             Stop::Shutdown => End::Shutdown,
@@ -227,13 +203,15 @@ impl Runner {
                         format!("no frame for {} s; restarted it", self.config.stall_seconds),
                     )
                 } else {
-                    ("the camera program exited", format!("exited ({exit})"))
+                    (
+                        "the camera program exited",
+                        format!("exited ({})", exit.describe()),
+                    )
                 };
-                let lines = tail.joined();
-                if lines.is_empty() {
+                if exit.stderr.is_empty() {
                     End::Failed(why, format!("`{program}` {what}"))
                 } else {
-                    End::Failed(why, format!("`{program}` {what}; last stderr: {lines}"))
+                    End::Failed(why, format!("`{program}` {what}; last stderr: {}", exit.stderr))
                 }
             }
         }
@@ -374,32 +352,4 @@ enum Stop {
     Stalled,
     Idle,
     Shutdown,
-}
-
-/// Stops a child politely (SIGTERM, then SIGKILL after a timeout) and reports how it ended.
-async fn stop_child(child: &mut Child, pid: u32, terminate: bool) -> String {
-    const GRACE: Duration = Duration::from_secs(3);
-    if terminate && let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    }
-    let exited = future::or(async { Some(child.status().await) }, async {
-        Timer::after(GRACE).await;
-        None
-    })
-    .await;
-    let status = match exited {
-        Some(status) => status,
-        None => {
-            warn!(pid, "source ignored SIGTERM; killing it");
-            let _ = child.kill();
-            child.status().await
-        }
-    };
-    match status {
-        Ok(status) => {
-            debug!(pid, %status, "source exited");
-            status.to_string()
-        }
-        Err(error) => format!("status unknown: {error}"),
-    }
 }
