@@ -2,6 +2,7 @@
 //! MJPEG stamped with their arrival times, see `mkv.rs`), the H.264 encoders, and a
 //! keyframe every 2 s.
 
+use crate::metrics::SeriesName;
 use serde::Deserialize;
 
 /// The H.264 encoders the recorder and the relay know how to drive.
@@ -57,3 +58,11 @@ pub fn keyframe_args() -> Vec<String> {
 pub fn words(s: &str) -> Vec<String> {
     s.split_whitespace().map(String::from).collect()
 }
+
+/// `croissant_ffmpeg_restarts_total`, kept by the sinks that run ffmpeg.
+pub const FFMPEG_RESTARTS: SeriesName = (
+    "ffmpeg_restarts",
+    "Times a sink's ffmpeg was started again after it failed",
+);
+/// `croissant_ffmpeg_up`, kept by the sinks that run ffmpeg.
+pub const FFMPEG_UP: SeriesName = ("ffmpeg_up", "1 while a sink's ffmpeg runs");

@@ -46,6 +46,7 @@ impl SinkConfig for Config {
     }
 
     fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, String> {
+        ctx.count_viewers();
         if !self.path.starts_with('/') {
             return Err(format!("path `{}` must start with /", self.path));
         }

@@ -7,7 +7,7 @@ use std::any::Any;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use serde::de::DeserializeOwned;
 use smol::Task;
@@ -17,7 +17,7 @@ use tracing::{Instrument, info};
 use crate::bus::{Bus, Policy, Subscription};
 pub use crate::config::Resource;
 use crate::config::{ParseSink, SinkEntry, SinkSettings, SinkTypes};
-use crate::metrics::{Metrics, SinkStats};
+use crate::metrics::{Metrics, SeriesName, SinkStats};
 use crate::mode::Mode;
 use crate::recordings::Recordings;
 use crate::shutdown::{self, Signal, Trigger};
@@ -210,11 +210,17 @@ impl SinkContext {
         if !admitted {
             return None;
         }
-        self.stats.viewers.fetch_add(1, Ordering::Relaxed);
+        let counted = self.stats.gauge(VIEWERS);
+        counted.fetch_add(1, Ordering::Relaxed);
         Some(ViewerSlot {
-            stats: self.stats.clone(),
+            counted,
             viewers: self.viewers.clone(),
         })
+    }
+
+    /// Declares this sink's viewer count, so it is exported (at zero) before anyone watches.
+    pub fn count_viewers(&self) {
+        self.stats.gauge(VIEWERS);
     }
 
     /// What a viewer beyond `max_viewers` is told.
@@ -242,9 +248,13 @@ impl FrameRate {
     }
 }
 
+/// `croissant_viewers`, kept by the sinks that have viewers.
+const VIEWERS: SeriesName = ("viewers", "Viewers connected right now, by sink and kind");
+
 /// One counted viewer; see [`SinkContext::viewer`].
 pub struct ViewerSlot {
-    stats: Arc<SinkStats>,
+    /// This sink's viewers.
+    counted: Arc<AtomicU64>,
     viewers: Arc<AtomicUsize>,
 }
 
@@ -257,7 +267,7 @@ impl ViewerSlot {
 
 impl Drop for ViewerSlot {
     fn drop(&mut self) {
-        self.stats.viewers.fetch_sub(1, Ordering::Relaxed);
+        self.counted.fetch_sub(1, Ordering::Relaxed);
         self.viewers.fetch_sub(1, Ordering::Relaxed);
     }
 }

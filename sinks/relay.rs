@@ -16,7 +16,7 @@ use futures_lite::{AsyncWriteExt, future};
 use serde::Deserialize;
 use tracing::{debug, info, warn};
 
-use super::encoder::{Codec, input_args, keyframe_args, words};
+use super::encoder::{Codec, FFMPEG_RESTARTS, FFMPEG_UP, input_args, keyframe_args, words};
 use super::mkv;
 use super::{BoxFuture, Sink, SinkConfig, SinkContext};
 use crate::backoff::Backoff;
@@ -130,6 +130,9 @@ impl SinkConfig for Config {
     }
 
     fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, String> {
+        // Exported from the start, at zero.
+        ctx.stats.counter(FFMPEG_RESTARTS);
+        ctx.stats.gauge(FFMPEG_UP);
         Ok(Arc::new(Relay {
             config: self.clone(),
             ctx,
@@ -176,9 +179,9 @@ impl Relay {
             let ended = match self.spawn() {
                 Ok(child) => {
                     info!(url = %target, pid = child.pid(), "relay started");
-                    stats.up.store(true, Ordering::Relaxed);
+                    stats.gauge(FFMPEG_UP).store(1, Ordering::Relaxed);
                     let ended = self.push(child, &frames, &disabled).await;
-                    stats.up.store(false, Ordering::Relaxed);
+                    stats.gauge(FFMPEG_UP).store(0, Ordering::Relaxed);
                     ended
                 }
                 Err(error) => Ended::Failed(error.to_string()),
@@ -188,7 +191,7 @@ impl Relay {
                 reason: "the relay's ffmpeg keeps failing".into(),
                 detail: format!("{target}: {why}"),
             }));
-            stats.restarts.fetch_add(1, Ordering::Relaxed);
+            stats.counter(FFMPEG_RESTARTS).fetch_add(1, Ordering::Relaxed);
             if started.elapsed() > Duration::from_secs(60) {
                 backoff.reset();
             }

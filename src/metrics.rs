@@ -24,8 +24,8 @@ use crate::sync::lock;
 /// The `Content-Type` of what [`Exporter::render`] returns.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-/// What one sink counts as it works. Fields a kind of sink has no use for stay zero and are
-/// not exported for it.
+/// What one sink counts as it works: what every sink has, and the series it declares for
+/// itself ([`SinkStats::counter`], [`SinkStats::gauge`]).
 #[derive(Debug, Default)]
 pub struct SinkStats {
     /// Whether the current mode enables the sink.
@@ -35,20 +35,25 @@ pub struct SinkStats {
     /// Frames its queues skipped because the sink (or one of its viewers) was too slow.
     /// Shared with its bus subscriptions, which bump it.
     pub dropped: Arc<AtomicU64>,
-    /// Viewers connected right now.
-    pub viewers: AtomicU64,
-    /// Recording segments finished.
-    pub segments: AtomicU64,
-    /// Bytes written to disk.
-    pub bytes: AtomicU64,
-    /// Times its child process (ffmpeg) had to be started again after a failure.
-    pub restarts: AtomicU64,
-    /// Whether its child process is running right now.
-    pub up: AtomicBool,
     /// Why the sink cannot do its work right now (ffmpeg cannot start, keeps dying, or
     /// cannot reach its server); `None` while it works.
     problem: Mutex<Option<Problem>>,
+    /// The sink's own series, in the order it declared them.
+    own: Mutex<Vec<Series>>,
 }
+
+/// One series a sink declared for itself.
+#[derive(Debug, Clone)]
+struct Series {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    value: Arc<AtomicU64>,
+}
+
+/// A series a kind of sink keeps: its name (exported as `croissant_<name>`, with the
+/// `_total` suffix for counters) and its help text.
+pub type SeriesName = (&'static str, &'static str);
 
 /// Why a sink cannot work.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +66,36 @@ pub struct Problem {
 }
 
 impl SinkStats {
+    /// Declares a counter of this sink's own (or finds the one declared under that name)
+    /// and returns the number to bump.
+    pub fn counter(&self, (name, help): SeriesName) -> Arc<AtomicU64> {
+        self.declare(name, help, MetricType::Counter)
+    }
+
+    /// Declares a gauge of this sink's own, as [`SinkStats::counter`] does a counter.
+    pub fn gauge(&self, (name, help): SeriesName) -> Arc<AtomicU64> {
+        self.declare(name, help, MetricType::Gauge)
+    }
+
+    fn declare(&self, name: &'static str, help: &'static str, kind: MetricType) -> Arc<AtomicU64> {
+        let mut own = lock(&self.own);
+        if let Some(series) = own.iter().find(|s| s.name == name) {
+            return series.value.clone();
+        }
+        let value = Arc::new(AtomicU64::new(0));
+        own.push(Series {
+            name,
+            help,
+            kind,
+            value: value.clone(),
+        });
+        value
+    }
+
+    fn own(&self) -> Vec<Series> {
+        lock(&self.own).clone()
+    }
+
     /// Says why the sink cannot work, or (`None`) that it works again.
     pub fn set_problem(&self, problem: Option<Problem>) {
         *lock(&self.problem) = problem;
@@ -317,106 +352,90 @@ impl Collector for Sources {
     }
 }
 
-/// One per-sink series: which kinds of sink export it, and which stat it reads.
-struct SinkSeries {
+/// A series every sink has, and the stat it reads.
+struct CommonSeries {
     name: &'static str,
     help: &'static str,
     kind: MetricType,
-    /// The sink `type`s that have it; empty for all.
-    types: &'static [&'static str],
     pick: fn(&SinkStats) -> u64,
 }
 
-const SINK_SERIES: [SinkSeries; 9] = [
-    SinkSeries {
+const COMMON_SERIES: [CommonSeries; 4] = [
+    CommonSeries {
         name: "sink_enabled",
         help: "1 while the current mode enables the sink",
         kind: MetricType::Gauge,
-        types: &[],
         pick: |s| u64::from(s.enabled.load(Ordering::Relaxed)),
     },
-    SinkSeries {
+    CommonSeries {
         name: "sink_failing",
         help: "1 while an enabled sink cannot do its work (see /health for why)",
         kind: MetricType::Gauge,
-        types: &[],
         pick: |s| u64::from(s.problem().is_some()),
     },
-    SinkSeries {
+    CommonSeries {
         name: "sink_frames_delivered",
         help: "Frames a sink passed on (to each viewer, to ffmpeg, into a thumbnail)",
         kind: MetricType::Counter,
-        types: &[],
         pick: |s| s.delivered.load(Ordering::Relaxed),
     },
-    SinkSeries {
+    CommonSeries {
         name: "sink_frames_dropped",
         help: "Frames a sink's queues skipped because it or a viewer was too slow",
         kind: MetricType::Counter,
-        types: &[],
         pick: |s| s.dropped.load(Ordering::Relaxed),
-    },
-    SinkSeries {
-        name: "viewers",
-        help: "Viewers connected right now, by sink and kind",
-        kind: MetricType::Gauge,
-        types: &["websocket", "http-mjpeg"],
-        pick: |s| s.viewers.load(Ordering::Relaxed),
-    },
-    SinkSeries {
-        name: "recorder_segments",
-        help: "Recording segments finished",
-        kind: MetricType::Counter,
-        types: &["recorder"],
-        pick: |s| s.segments.load(Ordering::Relaxed),
-    },
-    SinkSeries {
-        name: "recorder_bytes",
-        help: "Bytes of recordings written",
-        kind: MetricType::Counter,
-        types: &["recorder"],
-        pick: |s| s.bytes.load(Ordering::Relaxed),
-    },
-    SinkSeries {
-        name: "ffmpeg_restarts",
-        help: "Times a sink's ffmpeg was started again after it failed",
-        kind: MetricType::Counter,
-        types: &["recorder", "relay"],
-        pick: |s| s.restarts.load(Ordering::Relaxed),
-    },
-    SinkSeries {
-        name: "ffmpeg_up",
-        help: "1 while a sink's ffmpeg runs",
-        kind: MetricType::Gauge,
-        types: &["recorder", "relay"],
-        pick: |s| u64::from(s.up.load(Ordering::Relaxed)),
     },
 ];
 
 impl Sources {
     fn encode_sinks(&self, out: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let sinks = self.metrics.sinks();
-        for series in &SINK_SERIES {
-            let chosen: Vec<_> = sinks
-                .iter()
-                .filter(|(labels, _)| {
-                    series.types.is_empty() || series.types.contains(&labels.r#type.as_str())
-                })
-                .collect();
-            if chosen.is_empty() {
-                continue;
-            }
+        if sinks.is_empty() {
+            return Ok(());
+        }
+        for series in &COMMON_SERIES {
             let mut family = out.encode_descriptor(series.name, series.help, None, series.kind)?;
-            for (labels, stats) in chosen {
-                let value = (series.pick)(stats);
-                let metric = family.encode_family(labels)?;
-                match series.kind {
-                    MetricType::Counter => ConstCounter::new(value).encode(metric)?,
-                    _ => ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(metric)?,
+            for (labels, stats) in &sinks {
+                encode_value(family.encode_family(labels)?, series.kind, (series.pick)(stats))?;
+            }
+        }
+        // The sinks' own series, each under its name once, with every sink that has it.
+        let own: Vec<(&SinkLabels, Vec<Series>)> = sinks
+            .iter()
+            .map(|(labels, stats)| (labels, stats.own()))
+            .collect();
+        let mut names: Vec<(&'static str, &'static str, MetricType)> = Vec::new();
+        for (_, series) in &own {
+            for s in series {
+                if !names.iter().any(|(name, _, _)| *name == s.name) {
+                    names.push((s.name, s.help, s.kind));
+                }
+            }
+        }
+        for (name, help, kind) in names {
+            let mut family = out.encode_descriptor(name, help, None, kind)?;
+            for (labels, series) in &own {
+                if let Some(s) = series.iter().find(|s| s.name == name) {
+                    encode_value(
+                        family.encode_family(*labels)?,
+                        kind,
+                        s.value.load(Ordering::Relaxed),
+                    )?;
                 }
             }
         }
         Ok(())
+    }
+}
+
+fn encode_value(
+    metric: prometheus_client::encoding::MetricEncoder<'_>,
+    kind: MetricType,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    match kind {
+        MetricType::Counter => ConstCounter::new(value).encode(metric),
+        _ => ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(metric),
     }
 }
 

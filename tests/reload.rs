@@ -329,6 +329,12 @@ fn a_removed_sink_lets_its_viewers_go_and_its_path_is_free() {
     );
     let (status, _) = daemon.get("/side");
     assert_eq!(status, 404);
+    let (_, metrics) = daemon.get("/metrics");
+    assert!(
+        !metrics.contains(r#"sink="side""#)
+            && metrics.contains(r#"croissant_viewers{sink="live",type="websocket"}"#),
+        "a removed sink's series are still exported, or the kept one's are not:\n{metrics}"
+    );
     let upgrade = tungstenite::client(
         format!("ws://127.0.0.1:{}/side", daemon.port),
         std::net::TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect"),

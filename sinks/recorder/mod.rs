@@ -22,13 +22,13 @@ use super::{BoxFuture, Resource, Sink, SinkConfig, SinkContext};
 use crate::backoff::Backoff;
 use crate::bus::{Frame, Policy};
 use crate::child::{Ask, Child, Pipes};
-use crate::metrics::{Problem, SinkStats};
+use crate::metrics::{Problem, SeriesName, SinkStats};
 use crate::mode::Mode;
 use crate::ratelimit::RateLimit;
 use crate::recordings::{Current, Recordings};
 use crate::shutdown::Signal;
 
-use super::encoder::{Codec, input_args, keyframe_args, words};
+use super::encoder::{Codec, FFMPEG_RESTARTS, FFMPEG_UP, input_args, keyframe_args, words};
 use super::mkv;
 
 /// `type = "recorder"`
@@ -78,6 +78,11 @@ impl SinkConfig for Config {
     }
 
     fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, String> {
+        // Exported from the start, at zero.
+        ctx.stats.counter(SEGMENTS);
+        ctx.stats.counter(BYTES);
+        ctx.stats.counter(FFMPEG_RESTARTS);
+        ctx.stats.gauge(FFMPEG_UP);
         Ok(Arc::new(Recorder {
             config: self.clone(),
             ctx,
@@ -162,7 +167,7 @@ impl Recorder {
                         }));
                         segment = Some(started);
                         working_since.get_or_insert_with(Instant::now);
-                        stats.up.store(true, Ordering::Relaxed);
+                        stats.gauge(FFMPEG_UP).store(1, Ordering::Relaxed);
                     }
                     Err(error) => {
                         let pause = backoff.next_delay();
@@ -185,8 +190,8 @@ impl Recorder {
                 let worked = working_since.take().map(|since| since.elapsed());
                 let stem = dead.stem.clone();
                 let finished = dead.finish(&stats).await;
-                stats.up.store(false, Ordering::Relaxed);
-                stats.restarts.fetch_add(1, Ordering::Relaxed);
+                stats.gauge(FFMPEG_UP).store(0, Ordering::Relaxed);
+                stats.counter(FFMPEG_RESTARTS).fetch_add(1, Ordering::Relaxed);
                 recordings.set_current(None);
                 recordings.finished(&stem, finished.length);
                 if worked.is_some_and(|worked| worked > Duration::from_secs(30)) {
@@ -246,7 +251,7 @@ impl Recorder {
         for task in finishing {
             task.await;
         }
-        stats.up.store(false, Ordering::Relaxed);
+        stats.gauge(FFMPEG_UP).store(0, Ordering::Relaxed);
         stats.set_problem(None);
         recordings.set_current(None);
     }
@@ -286,6 +291,10 @@ async fn record_leftovers(
     }
 }
 
+/// `croissant_recorder_segments_total`
+const SEGMENTS: SeriesName = ("recorder_segments", "Recording segments finished");
+/// `croissant_recorder_bytes_total`
+const BYTES: SeriesName = ("recorder_bytes", "Bytes of recordings written");
 /// How long ffmpeg gets to write its last fragment once its input ends.
 const FINISH_WITHIN: Duration = Duration::from_secs(15);
 
@@ -536,7 +545,7 @@ impl Segment {
                         reason: CANNOT_WRITE.into(),
                         detail: tail.clone(),
                     }));
-                    stats.restarts.fetch_add(1, Ordering::Relaxed);
+                    stats.counter(FFMPEG_RESTARTS).fetch_add(1, Ordering::Relaxed);
                 }
             }
             Ok((kept, summary)) => {
@@ -560,8 +569,8 @@ impl Segment {
         }
         let bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         if bytes > 0 {
-            stats.segments.fetch_add(1, Ordering::Relaxed);
-            stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+            stats.counter(SEGMENTS).fetch_add(1, Ordering::Relaxed);
+            stats.counter(BYTES).fetch_add(bytes, Ordering::Relaxed);
         }
         let clean = status.as_ref().is_ok_and(|s| s.success());
         match status {

@@ -60,6 +60,7 @@ impl SinkConfig for Config {
     }
 
     fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, String> {
+        ctx.count_viewers();
         if let Some(bad) = self.paths.iter().find(|p| !p.starts_with('/')) {
             return Err(format!("path `{bad}` must start with /"));
         }
