@@ -2,30 +2,31 @@
 //!
 //! # Layout
 //!
-//! Follow one frame from the camera to a browser:
+//! Imports run one way, from the bottom up (`scripts/deps` prints the graph and fails on a
+//! cycle). Follow one frame from the camera to a browser:
 //!
-//! - [`config`]: the TOML file, validated with file, line and key in every error.
-//! - [`source`]: the supervised camera (or ffmpeg, or any command, or the built-in
-//!   [`testpattern`]), started while anyone wants frames.
-//! - [`splitter`]: the camera's stdout bytes cut into whole JPEGs.
-//! - [`bus`]: each frame shared (one allocation) with a bounded queue per consumer, and
-//!   the demand count that runs the source.
-//! - [`mode`]: on-demand or continuous; `sinks/switch.rs` switches between them.
-//! - `sinks`: the consumers, one file each; `sinks/websocket.rs` serves live viewers,
-//!   whose frames `sinks/fanout.rs` writes (one `sendfile` per viewer from a frame
-//!   [`staging`] holds once, taking [`turns`] with tungstenite); `sinks/mjpeg.rs` serves
-//!   MJPEG over HTTP.
-//! - `sinks/recorder/`, `sinks/thumbnailer.rs`, `sinks/retention.rs`: continuous mode's
-//!   MP4 segments, thumbnails and clean-up, over the files [`recordings`] names;
-//!   `sinks/relay.rs` pushes H.264 to a media server. Both feed ffmpeg through
-//!   `sinks/mkv.rs`, with the input options and encoders of `sinks/encoder.rs`, and
-//!   restart it with [`backoff`].
-//! - [`http`]: one port for pages, `/health`, `/api/status`, `/settings`, `/snapshot.jpg`,
-//!   the replays API and WebSocket upgrades; [`state`] persists the mode; [`metrics`]
-//!   exports the counters the paths above keep, for Prometheus.
-//! - [`auth`] knows the users and sessions; [`access`] applies them (and the Origin check)
-//!   to every request and WebSocket upgrade.
-//! - [`shutdown`]: one signal, cloned into every task; [`runtime`]: the executor.
+//! - Bottom: [`config`], the TOML file, validated with file, line and key in every error
+//!   (it parses `[sinks.*]` tables with the sink types it is handed, and knows none of
+//!   them); [`mode`], on-demand or continuous; [`shutdown`], one-shot signals;
+//!   [`runtime`], the executor; [`sync`], [`ratelimit`], [`backoff`], [`secrets`].
+//! - Frames: [`source`] runs the camera (or ffmpeg, any command, or the built-in
+//!   [`testpattern`]) as a supervised [`child`] while anyone wants frames; [`splitter`]
+//!   cuts its stdout into whole JPEGs; [`bus`] shares each frame (one allocation) with a
+//!   bounded queue per consumer and counts the demand that runs the source.
+//! - Sinks (`sinks/`), one file or folder each, listed in `sinks/registry.rs`:
+//!   `sinks/websocket/` serves live viewers (its fan-out writes each frame with one
+//!   `sendfile` per viewer from the copy its staging file holds, taking turns with
+//!   tungstenite on the socket); `sinks/mjpeg.rs` serves MJPEG over HTTP;
+//!   `sinks/recorder/`, `sinks/thumbnailer.rs` and `sinks/retention.rs` make continuous
+//!   mode's MP4 segments, thumbnails and clean-up over the files [`recordings`] names;
+//!   `sinks/relay.rs` pushes H.264 to a media server. Recorder and relay feed ffmpeg
+//!   through `sinks/mkv.rs` with the options of `sinks/encoder.rs`. Sinks describe the
+//!   paths they answer (`sinks/endpoint.rs`) and declare their own [`metrics`] series;
+//!   `sinks/switch.rs` enables them by mode and persists it ([`state`]).
+//! - Top: [`http`], one port for the pages, `/health`, `/api/status`, `/settings`,
+//!   `/snapshot.jpg`, `/metrics`, the replays API and the sinks' endpoints, every request
+//!   checked by its guard against [`auth`]'s users and sessions; and this file, which
+//!   wires it all together, stops it in order, and reloads the config on SIGHUP.
 #![warn(missing_docs)]
 
 pub mod auth;

@@ -1,5 +1,5 @@
 //! One WebSocket connection, two writers: the fan-out writes frames straight to the socket
-//! (`sinks/fanout.rs`: one `writev` or `sendfile`, no copy of its own), while tungstenite,
+//! (`fanout.rs`: one `writev` or `sendfile`, no copy of its own), while tungstenite,
 //! reading the viewer's messages in another task, answers pings and closes on its own.
 //! Bytes of one message must never land inside another, so the two take turns: whoever
 //! starts a message holds the turn until the whole of it is in the kernel.

@@ -204,7 +204,7 @@ async fn post_settings(mut req: Request<AppState>) -> tide::Result {
 }
 
 /// A request body: the engine has already read it whole (at most
-/// [`engine::MAX_BODY`] bytes, within the body deadline), so this does not wait.
+/// [`super::engine::MAX_BODY`] bytes, within the body deadline), so this does not wait.
 pub async fn small_body(req: &mut Request<AppState>) -> Vec<u8> {
     req.body_bytes().await.unwrap_or_default()
 }
