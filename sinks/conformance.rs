@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::registry::TYPES;
-use super::{Resource, SinkContext, Sinks};
+use super::running::Sinks;
+use super::{Resource, SinkContext};
 use crate::bus::{Bus, Demand};
 use crate::config::Config;
 use crate::metrics::Metrics;

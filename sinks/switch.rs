@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use super::{Change, Endpoints, Sinks};
+use super::Endpoints;
+use super::running::{Change, Sinks};
 use crate::config::SinkEntry;
 use crate::mode::Mode;
 use crate::state::{State, StateFile};

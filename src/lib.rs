@@ -126,7 +126,8 @@ async fn daemon(config: Config, path: Option<PathBuf>) -> Result<(), Error> {
     );
     shared.frame_rate.set(config.source.nominal_framerate());
     let viewers = shared.viewers.clone();
-    let sinks = sinks::Sinks::build(&sinks::registry::TYPES, &config.sinks, &shared).map_err(Error::Sink)?;
+    let sinks =
+        sinks::running::Sinks::build(&sinks::registry::TYPES, &config.sinks, &shared).map_err(Error::Sink)?;
     let state_file = state::StateFile::in_dir(&config.storage.dir);
     let mode = state_file
         .load_or(state::State {
