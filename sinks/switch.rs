@@ -7,7 +7,7 @@ use super::Endpoints;
 use super::running::{Change, Sinks};
 use crate::config::SinkEntry;
 use crate::mode::Mode;
-use crate::state::{State, StateFile};
+use crate::saved::{Saved, SavedFile};
 use crate::sync::lock;
 
 /// The current mode, switched at run time: persists the choice, then enables and disables
@@ -15,12 +15,12 @@ use crate::sync::lock;
 pub struct ModeSwitch {
     current: std::sync::Mutex<Mode>,
     sinks: smol::lock::Mutex<Sinks>,
-    state: StateFile,
+    state: SavedFile,
 }
 
 impl ModeSwitch {
     /// Starts in `mode` with `sinks` (none enabled yet; call [`ModeSwitch::start`]).
-    pub fn new(mode: Mode, sinks: Sinks, state: StateFile) -> Self {
+    pub fn new(mode: Mode, sinks: Sinks, state: SavedFile) -> Self {
         ModeSwitch {
             current: std::sync::Mutex::new(mode),
             sinks: smol::lock::Mutex::new(sinks),
@@ -43,7 +43,7 @@ impl ModeSwitch {
     /// saved, since a mode that silently reverts at the next reboot is worse than an error.
     pub async fn set(&self, mode: Mode) -> std::io::Result<()> {
         let mut sinks = self.sinks.lock().await;
-        self.state.save(State { mode })?;
+        self.state.save(Saved { mode })?;
         let previous = std::mem::replace(&mut *lock(&self.current), mode);
         if previous != mode {
             tracing::info!(from = %previous, to = %mode, "mode switched");

@@ -22,7 +22,7 @@
 //!   `sinks/relay.rs` pushes H.264 to a media server. Recorder and relay feed ffmpeg
 //!   through `sinks/mkv.rs` with the options of `sinks/encoder.rs`. Sinks describe the
 //!   paths they answer (`sinks/endpoint.rs`) and declare their own [`metrics`] series;
-//!   `sinks/switch.rs` enables them by mode and persists it ([`state`]).
+//!   `sinks/switch.rs` enables them by mode and persists it ([`saved`]).
 //! - Top: [`http`], one port for the pages, `/health`, `/api/status`, `/settings`,
 //!   `/snapshot.jpg`, `/metrics`, the replays API and the sinks' endpoints, every request
 //!   checked by its guard against [`auth`]'s users and sessions; and this file, which
@@ -43,13 +43,13 @@ pub mod passwords;
 pub mod ratelimit;
 pub mod recordings;
 pub mod runtime;
+pub mod saved;
 pub mod secrets;
 pub mod shutdown;
 #[path = "../sinks/mod.rs"]
 pub mod sinks;
 pub mod source;
 pub mod splitter;
-pub mod state;
 pub mod stderr;
 pub mod sync;
 pub mod testpattern;
@@ -128,9 +128,9 @@ async fn daemon(config: Config, path: Option<PathBuf>) -> Result<(), Error> {
     let viewers = shared.viewers.clone();
     let sinks =
         sinks::running::Sinks::build(&sinks::registry::TYPES, &config.sinks, &shared).map_err(Error::Sink)?;
-    let state_file = state::StateFile::in_dir(&config.storage.dir);
+    let state_file = saved::SavedFile::in_dir(&config.storage.dir);
     let mode = state_file
-        .load_or(state::State {
+        .load_or(saved::Saved {
             mode: config.mode.default,
         })
         .mode;

@@ -15,21 +15,21 @@ use crate::mode::Mode;
 
 /// What is persisted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
+pub struct Saved {
     /// The mode to run in.
     pub mode: Mode,
 }
 
-/// The state file of a storage directory.
+/// The saved-state file (`state.ron`) of a storage directory.
 #[derive(Debug, Clone)]
-pub struct StateFile {
+pub struct SavedFile {
     path: PathBuf,
 }
 
-impl StateFile {
+impl SavedFile {
     /// `<dir>/state.ron`.
     pub fn in_dir(dir: &Path) -> Self {
-        StateFile {
+        SavedFile {
             path: dir.join("state.ron"),
         }
     }
@@ -41,7 +41,7 @@ impl StateFile {
 
     /// The saved state; `default` when there is none. A file that cannot be parsed is renamed
     /// to `state.ron.corrupt` (kept for inspection) and `default` is used.
-    pub fn load_or(&self, default: State) -> State {
+    pub fn load_or(&self, default: Saved) -> Saved {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -53,7 +53,7 @@ impl StateFile {
                 return default;
             }
         };
-        match ron::from_str::<State>(&text) {
+        match ron::from_str::<Saved>(&text) {
             Ok(state) => {
                 info!(path = %self.path.display(), mode = %state.mode, "restored saved mode");
                 state
@@ -74,7 +74,7 @@ impl StateFile {
     }
 
     /// Saves `state` atomically.
-    pub fn save(&self, state: State) -> std::io::Result<()> {
+    pub fn save(&self, state: Saved) -> std::io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let text = ron::ser::to_string_pretty(&state, ron::ser::PrettyConfig::default())
@@ -99,10 +99,10 @@ mod tests {
     #[test]
     fn saves_and_restores() {
         let dir = tempfile::tempdir().expect("dir");
-        let file = StateFile::in_dir(dir.path());
-        let default = State { mode: Mode::OnDemand };
+        let file = SavedFile::in_dir(dir.path());
+        let default = Saved { mode: Mode::OnDemand };
         assert_eq!(file.load_or(default), default);
-        file.save(State {
+        file.save(Saved {
             mode: Mode::Continuous,
         })
         .expect("save");
@@ -113,9 +113,9 @@ mod tests {
     #[test]
     fn corrupt_state_is_kept_aside_and_the_default_used() {
         let dir = tempfile::tempdir().expect("dir");
-        let file = StateFile::in_dir(dir.path());
+        let file = SavedFile::in_dir(dir.path());
         std::fs::write(file.path(), "(mode: sideways").expect("write");
-        let default = State {
+        let default = Saved {
             mode: Mode::Continuous,
         };
         assert_eq!(file.load_or(default), default);
