@@ -76,7 +76,9 @@ fn every_registered_sink_parses_builds_and_stops_promptly() {
         );
         for resource in entry.config.resources() {
             match resource {
-                Resource::HttpPath(path) => assert!(path.starts_with('/'), "`{kind}`: {path}"),
+                Resource::HttpPath(path) | Resource::WebSocketPath(path) => {
+                    assert!(path.starts_with('/'), "`{kind}`: {path}")
+                }
                 Resource::Directory(dir) => {
                     assert!(
                         dir.is_relative(),

@@ -50,6 +50,14 @@ pub trait SinkConfig: DeserializeOwned + PartialEq + Clone + fmt::Debug + Send +
 
     /// Builds the running sink.
     fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, String>;
+
+    /// Whether, when a reload rebuilds or removes this sink, it may keep running until the
+    /// sinks that replace it have started, so nothing is missed in between (a recorder's
+    /// next segment starts before the old one's ends). No for a sink holding what only one
+    /// may hold at a time, such as a stream on a media server.
+    fn may_overlap(&self) -> bool {
+        true
+    }
 }
 
 impl<T: SinkConfig> SinkSettings for T {
@@ -63,6 +71,10 @@ impl<T: SinkConfig> SinkSettings for T {
 
     fn same_as(&self, other: &dyn SinkSettings) -> bool {
         (other as &dyn Any).downcast_ref::<T>() == Some(self)
+    }
+
+    fn may_overlap(&self) -> bool {
+        SinkConfig::may_overlap(self)
     }
 }
 

@@ -91,12 +91,18 @@ fn push_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> 
     let url = String::deserialize(d)?;
     if container_for(&url).is_none() {
         let schemes: Vec<&str> = SCHEMES.iter().map(|(s, _)| *s).collect();
+        // Masked like every other mention of the URL: it may hold a password or stream key.
         return Err(serde::de::Error::custom(format!(
-            "`{url}` is not a push URL; it must start with one of {}",
+            "`{}` is not a push URL; it must start with one of {}",
+            redacted(&url),
             schemes.join(", ")
         )));
     }
-    Ok(url)
+    // Schemes are case-insensitive (RFC 3986 §3.1); ffmpeg knows its protocols in lower case.
+    Ok(match url.split_once("://") {
+        Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
+        None => url,
+    })
 }
 
 fn container_for(url: &str) -> Option<&'static str> {
@@ -137,6 +143,11 @@ impl SinkConfig for Config {
             config: self.clone(),
             ctx,
         }))
+    }
+
+    /// A media server takes one publisher per stream: the old relay lets go first.
+    fn may_overlap(&self) -> bool {
+        false
     }
 }
 

@@ -147,8 +147,9 @@ impl Sinks {
     }
 
     /// Moves to `entries`: sinks whose table did not change keep running untouched, changed
-    /// ones are stopped and built again, removed ones stop, new ones start. Every new sink
-    /// is built before anything stops, so a sink that cannot be built leaves all as it was.
+    /// ones are built again, removed ones stop, new ones start. Every new sink is built
+    /// before anything stops, so a sink that cannot be built leaves all as it was; the
+    /// sinks that leave stop once the new ones have started, unless they may not overlap.
     /// `frame_rate` is the camera's new nominal rate.
     pub async fn reload(
         &mut self,
@@ -180,14 +181,17 @@ impl Sinks {
             }
             changes.push((entry.name.clone(), change));
         }
-        for old in &self.sinks {
-            if !entries.iter().any(|e| e.name == old.entry.name) {
-                changes.push((old.entry.name.clone(), Change::Removed));
-            }
-        }
+        let removed = self
+            .sinks
+            .iter()
+            .filter(|old| !entries.iter().any(|e| e.name == old.entry.name))
+            .map(|old| (old.entry.name.clone(), Change::Removed));
+        changes.splice(0..0, removed.collect::<Vec<_>>());
 
         self.shared.frame_rate.set(frame_rate);
         let mut kept = Vec::new();
+        // Sinks leaving once their replacements run (see `SinkConfig::may_overlap`).
+        let mut leaving = Vec::new();
         for mut running in std::mem::take(&mut self.sinks) {
             let change = changes
                 .iter()
@@ -204,9 +208,13 @@ impl Sinks {
                     for path in &running.paths {
                         self.endpoints.remove(path);
                     }
-                    running.retire.fire();
-                    running.stop().await;
                     self.shared.metrics.forget_sink(&running.stats);
+                    if running.entry.config.may_overlap() {
+                        leaving.push(running);
+                    } else {
+                        running.retire.fire();
+                        running.stop().await;
+                    }
                 }
             }
         }
@@ -219,6 +227,10 @@ impl Sinks {
         self.sinks = kept;
         let mode = self.mode;
         self.apply(mode).await;
+        for mut running in leaving {
+            running.retire.fire();
+            running.stop().await;
+        }
         Ok(changes)
     }
 

@@ -268,7 +268,10 @@ async fn reload(
     shutdown: &shutdown::Signal,
 ) {
     info!(config = %path.display(), "SIGHUP: reloading the config");
-    let new = match Config::load(path, &sinks::registry::TYPES) {
+    // Read off the executor's threads: a config on a slow or stuck filesystem must not
+    // hold up the viewers.
+    let file = path.to_owned();
+    let new = match smol::unblock(move || Config::load(&file, &sinks::registry::TYPES)).await {
         Ok(new) => new,
         Err(error) => {
             for line in error.to_string().lines() {
@@ -291,7 +294,14 @@ async fn reload(
         source.stop.fire();
         (&mut source.task).await;
         *source = Source::start(new.source.clone(), bus, status, shutdown);
-        info!(source = new.source.kind_name(), "source changed, restarted");
+        if bus.demand().is_wanted() {
+            info!(source = new.source.kind_name(), "source changed, restarted");
+        } else {
+            info!(
+                source = new.source.kind_name(),
+                "source changed; nobody wants frames now, it starts with the new settings when someone does"
+            );
+        }
     } else {
         info!("source unchanged, kept running");
     }

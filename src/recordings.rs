@@ -237,6 +237,14 @@ impl Recordings {
         lock(&self.current).clone()
     }
 
+    /// The segment `stem` is no longer being written; another recorder's may be by now.
+    pub fn end_current(&self, stem: &str) {
+        let mut current = lock(&self.current);
+        if current.as_ref().is_some_and(|c| c.stem == stem) {
+            *current = None;
+        }
+    }
+
     /// Resolves at the next segment start or finish. Create the future before checking
     /// state to not miss a change.
     pub fn changed(&self) -> event_listener::EventListener {

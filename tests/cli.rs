@@ -153,3 +153,104 @@ fn users_can_live_in_a_file_of_their_own_and_its_mistakes_point_at_it() {
         "{stderr}"
     );
 }
+
+/// `check` on `text` as a config file: its exit code and what it printed.
+fn check_text(text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).expect("write");
+    let (code, stdout, stderr) = run(&["check", "--config", path.to_str().expect("utf-8 path")]);
+    (code, format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn a_sink_may_not_take_the_daemons_own_paths() {
+    // /health and /login are open without a login: a stream there would be open too.
+    for (kind, path) in [
+        ("http-mjpeg", "/health"),
+        ("http-mjpeg", "/login"),
+        ("http-mjpeg", "/api/status"),
+        ("http-mjpeg", "/recordings/x.mp4"),
+        ("http-mjpeg", "/"),
+        ("websocket", "/metrics"),
+    ] {
+        let key = if kind == "websocket" { "paths" } else { "path" };
+        let value = if kind == "websocket" {
+            format!("[\"{path}\"]")
+        } else {
+            format!("\"{path}\"")
+        };
+        let (code, out) = check_text(&format!("[sinks.s]\ntype = \"{kind}\"\n{key} = {value}\n"));
+        assert_eq!(code, 2, "{kind} on {path}: {out}");
+        assert!(
+            out.contains("is the daemon's own") && out.contains(":1:"),
+            "{out}"
+        );
+    }
+    for bad in ["ws", "/ws?x=1", "/a/../ws", "/a b"] {
+        let (code, out) = check_text(&format!("[sinks.s]\ntype = \"websocket\"\npaths = [\"{bad}\"]\n"));
+        assert_eq!(code, 2, "{bad}: {out}");
+        assert!(out.contains("must start with /"), "{out}");
+    }
+    // The viewer's WebSocket shares the page's path, as the original server's did.
+    let (code, out) = check_text("[sinks.live]\ntype = \"websocket\"\npaths = [\"/\", \"/stream\"]\n");
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_refused_relay_url_keeps_its_secrets() {
+    for url in [
+        "ftp://user:hunter2@127.0.0.1/live/streamkey123",
+        "rtmp//media.local/live/streamkey123",
+    ] {
+        let (code, out) = check_text(&format!("[sinks.relay]\ntype = \"relay\"\nurl = \"{url}\"\n"));
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("is not a push URL"), "{out}");
+        assert!(!out.contains("hunter2") && !out.contains("streamkey123"), "{out}");
+    }
+}
+
+#[test]
+fn only_a_regular_nonempty_config_file_is_read() {
+    let dir = tempfile::tempdir().expect("dir");
+    // A FIFO would block the reader until someone writes to it.
+    let fifo = dir.path().join("fifo.toml");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .expect("mkfifo");
+    let mut child = Command::new(CROISSANT)
+        .args(["check", "--config"])
+        .arg(&fifo)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run croissant");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("`check` on a FIFO did not return within 10 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(2));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("read");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+
+    for empty in ["", "\n  \n"] {
+        let (code, out) = check_text(empty);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("the file is empty"), "{out}");
+    }
+    let (code, out) = check_text(&"# a comment\n".repeat(100_000));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("larger than 1024 KiB"), "{out}");
+}

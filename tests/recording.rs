@@ -1064,3 +1064,136 @@ segment_seconds = 5
         assert!(level <= 2.0, "{name}: level {level} for 320x240 at 15 fps");
     }
 }
+
+/// Every camera frame from the first recorded to the last is in some recording, and each
+/// file plays without a gap; a frame may be in two files (where one recorder handed over
+/// to another).
+fn assert_no_frame_missing(paths: &[PathBuf], at_least: usize) {
+    let mut all = std::collections::BTreeSet::new();
+    for path in paths {
+        let numbers = frame_numbers(path);
+        let times = frame_times(path);
+        assert_eq!(times.len(), numbers.len(), "{}", path.display());
+        for pair in times.windows(2) {
+            assert!(pair[1] - pair[0] <= 0.2, "{}: {times:?}", path.display());
+        }
+        all.extend(numbers);
+    }
+    let all: Vec<u16> = all.into_iter().collect();
+    let missing: Vec<_> = all.windows(2).filter(|w| w[1] != w[0] + 1).collect();
+    assert!(missing.is_empty(), "frames lost at {missing:?}");
+    assert!(all.len() >= at_least, "{} frames", all.len());
+}
+
+#[test]
+fn a_reload_that_rebuilds_the_recorder_loses_no_frame() {
+    // An encoder that lingers 2 s after writing its file: the old recorder takes that long
+    // to stop, and the new one must be recording meanwhile.
+    let dir = tempfile::tempdir().expect("dir");
+    let lingering = script(
+        dir.path(),
+        "lingering-ffmpeg",
+        "ffmpeg \"$@\"\nstatus=$?\nsleep 2\nexit $status\n",
+    );
+    let config = barcode_config(30).replace(
+        "type = \"recorder\"\n",
+        &format!("type = \"recorder\"\nffmpeg = \"{}\"\n", lingering.display()),
+    );
+    let mut daemon = Daemon::start_in(dir, &config);
+    switch(&daemon, "continuous");
+    daemon.wait_for("a fragment in the first segment", Duration::from_secs(20), |d| {
+        replays(d)
+            .iter()
+            .any(|s| s["duration"].as_f64().is_some_and(|t| t > 0.0))
+    });
+
+    let path = daemon.dir.path().join("config.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    std::fs::write(
+        &path,
+        text.replace("segment_seconds = 30", "segment_seconds = 31"),
+    )
+    .expect("rewrite");
+    daemon.signal(Signal::HUP);
+    daemon.wait_for("the reload", Duration::from_secs(30), |d| {
+        d.log_text().contains("config reloaded")
+    });
+    let log = daemon.log_text();
+    assert!(log.contains("sink changed, rebuilt sink=recorder"), "{log}");
+    daemon.wait_for(
+        "the old segment finished and a fragment in the new one",
+        Duration::from_secs(30),
+        |d| {
+            let list = replays(d);
+            list.iter().any(|s| s["in_progress"] == false)
+                && list
+                    .iter()
+                    .any(|s| s["in_progress"] == true && s["duration"].as_f64().is_some_and(|t| t > 0.0))
+        },
+    );
+    daemon.signal(Signal::TERM);
+    daemon.wait_exit(Duration::from_secs(30)).expect("exit");
+    assert_no_frame_missing(&recorded_files(&daemon), 30);
+}
+
+/// The picture size of a recording, as ffprobe reads it.
+fn picture_size(path: &Path) -> String {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+        ])
+        .args(["-of", "csv=p=0:s=x"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_camera_that_changes_its_picture_size_starts_a_new_segment() {
+    let daemon = Daemon::start(&barcode_config(30));
+    switch(&daemon, "continuous");
+    daemon.wait_for("a fragment in the first segment", Duration::from_secs(20), |d| {
+        replays(d)
+            .iter()
+            .any(|s| s["duration"].as_f64().is_some_and(|t| t > 0.0))
+    });
+    // The camera's size changes by a reload of the source alone; the recorder's table stays.
+    let path = daemon.dir.path().join("config.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let smaller = text.replace(r#""320", "--height", "240""#, r#""160", "--height", "120""#);
+    assert_ne!(smaller, text);
+    std::fs::write(&path, smaller).expect("rewrite");
+    daemon.signal(Signal::HUP);
+    daemon.wait_for("the reload", Duration::from_secs(30), |d| {
+        d.log_text().contains("config reloaded")
+    });
+    assert!(
+        daemon
+            .log_text()
+            .contains("sink unchanged, kept running sink=recorder")
+    );
+    // The 30 s segment ends early, and the frames of the new size go to a segment of
+    // their own size instead of being scaled into the old one.
+    daemon.wait_for(
+        "a finished segment and a fragment of the new size",
+        Duration::from_secs(30),
+        |d| {
+            let list = replays(d);
+            list.iter().any(|s| s["in_progress"] == false)
+                && list
+                    .iter()
+                    .any(|s| s["in_progress"] == true && s["duration"].as_f64().is_some_and(|t| t > 0.0))
+        },
+    );
+    let sizes: Vec<String> = recorded_files(&daemon).iter().map(|p| picture_size(p)).collect();
+    assert!(
+        sizes.contains(&"320x240".to_owned()) && sizes.contains(&"160x120".to_owned()),
+        "{sizes:?}"
+    );
+}

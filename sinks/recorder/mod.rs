@@ -20,13 +20,14 @@ use tracing::{debug, info, warn};
 
 use super::{BoxFuture, Resource, Sink, SinkConfig, SinkContext};
 use crate::backoff::Backoff;
-use crate::bus::{Frame, Policy};
+use crate::bus::{Frame, Policy, Subscription};
 use crate::child::{Ask, Child, Pipes};
 use crate::metrics::{Problem, SeriesName, SinkStats};
 use crate::mode::Mode;
 use crate::ratelimit::RateLimit;
 use crate::recordings::{Current, Recordings};
 use crate::shutdown::Signal;
+use crate::splitter::jpeg_size;
 
 use super::encoder::{Codec, FFMPEG_RESTARTS, FFMPEG_UP, input_args, keyframe_args, words};
 use super::mkv;
@@ -98,17 +99,19 @@ pub struct Recorder {
 
 impl Sink for Recorder {
     fn run(self: Arc<Self>, disabled: Signal) -> BoxFuture<()> {
-        Box::pin(async move { self.record(disabled).await })
+        // Subscribed now, not when the task first runs: a recorder replacing another at a
+        // reload has every frame from before the old one stops.
+        let frames = self.ctx.subscribe(Policy::Fifo(self.config.queue_frames));
+        Box::pin(async move { self.record(frames, disabled).await })
     }
 }
 
 impl Recorder {
-    async fn record(&self, disabled: Signal) {
+    async fn record(&self, frames: Subscription, disabled: Signal) {
         let recordings = self.ctx.recordings.clone();
         if let Err(error) = std::fs::create_dir_all(recordings.recordings_dir()) {
             warn!(dir = %recordings.recordings_dir().display(), %error, "cannot create the recordings directory");
         }
-        let frames = self.ctx.subscribe(Policy::Fifo(self.config.queue_frames));
         let length = Duration::from_secs(self.config.segment_seconds);
         let stats = self.ctx.stats.clone();
         let mut segment: Option<Segment> = None;
@@ -133,8 +136,19 @@ impl Recorder {
             let expired = segment
                 .as_ref()
                 .is_some_and(|s| frame.at.duration_since(s.started).unwrap_or_default() >= length);
-            if expired && let Some(old) = segment.take() {
-                recordings.set_current(None);
+            // An encoder would scale frames of another size to its first one's, squeezing
+            // them: a new picture size (the camera reconfigured) starts a new segment.
+            let resized = segment
+                .as_ref()
+                .and_then(|s| s.size)
+                .is_some_and(|size| jpeg_size(&frame.jpeg).is_some_and(|now| now != size));
+            if resized {
+                info!(size = ?jpeg_size(&frame.jpeg), "the picture size changed; a new segment starts");
+            }
+            if (expired || resized)
+                && let Some(old) = segment.take()
+            {
+                recordings.end_current(&old.stem);
                 // The next segment starts below with this frame; this one finishes meanwhile.
                 let recordings = recordings.clone();
                 let stats = stats.clone();
@@ -192,7 +206,7 @@ impl Recorder {
                 let finished = dead.finish(&stats).await;
                 stats.gauge(FFMPEG_UP).store(0, Ordering::Relaxed);
                 stats.counter(FFMPEG_RESTARTS).fetch_add(1, Ordering::Relaxed);
-                recordings.set_current(None);
+                recordings.end_current(&stem);
                 recordings.finished(&stem, finished.length);
                 if worked.is_some_and(|worked| worked > Duration::from_secs(30)) {
                     backoff.reset();
@@ -228,7 +242,7 @@ impl Recorder {
         if let Some(last) = segment.take() {
             info!(segment = %last.stem, "finishing the segment");
             let stem = last.stem.clone();
-            recordings.set_current(None);
+            recordings.end_current(&stem);
             let finished = last.finish(&stats).await;
             recordings.finished(&stem, finished.length);
             leftovers = finished.unwritten;
@@ -253,7 +267,6 @@ impl Recorder {
         }
         stats.gauge(FFMPEG_UP).store(0, Ordering::Relaxed);
         stats.set_problem(None);
-        recordings.set_current(None);
     }
 }
 
@@ -385,6 +398,8 @@ struct Segment {
     stem: String,
     path: PathBuf,
     started: SystemTime,
+    /// The picture size of its first frame.
+    size: Option<(u16, u16)>,
     opened: Instant,
     child: Child,
     stdin: Option<ChildStdin>,
@@ -439,6 +454,7 @@ impl Segment {
             stem,
             path,
             started: at,
+            size: None,
             opened: Instant::now(),
             child,
             stdin,
@@ -456,6 +472,9 @@ impl Segment {
     /// the file is known to hold it (see [`Segment::finish`]).
     async fn write_all(&mut self, held: &mut Held, delivered: &AtomicU64) -> std::io::Result<()> {
         while let Some(frame) = held.pop() {
+            if self.size.is_none() {
+                self.size = jpeg_size(&frame.jpeg);
+            }
             let bytes = self.muxer.frame(&frame.jpeg, frame.at);
             let ms = self.muxer.last_ms().unwrap_or(0);
             self.frames += 1;

@@ -56,7 +56,10 @@ impl SinkConfig for Config {
     }
 
     fn resources(&self) -> Vec<Resource> {
-        self.paths.iter().map(|p| Resource::HttpPath(p.clone())).collect()
+        self.paths
+            .iter()
+            .map(|p| Resource::WebSocketPath(p.clone()))
+            .collect()
     }
 
     fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, String> {

@@ -5,6 +5,7 @@
 //! Validation happens while deserializing (range checks, enums, required keys), which is
 //! what lets every error carry the span of the value it is about.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -22,6 +23,9 @@ pub use sections::{ModeConfig, ServerConfig, SourceConfig, SourceKind, StorageCo
 pub use sinks_tables::{ParseSink, Resource, SinkEntry, SinkSettings, SinkTypes};
 use sinks_tables::{check_resources, default_sinks, parse_sinks};
 pub use validators::{count, seconds};
+
+/// The largest config file read.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// The whole configuration.
 #[derive(Debug, Clone)]
@@ -67,12 +71,39 @@ impl Config {
     }
 
     /// Reads and validates a config file.
+    /// Only a regular file of at most [`MAX_FILE_BYTES`] is read: a FIFO would block the
+    /// daemon at a reload, `/dev/zero` would fill its memory. An empty file is refused too:
+    /// it is more likely a file half written than a wish for every default (which would,
+    /// among others, point retention at the defaults).
     pub fn load(path: &Path, types: &dyn SinkTypes) -> Result<Config, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|error| LoadError::Read {
+        let unreadable = |error: std::io::Error| LoadError::Read {
             path: path.to_owned(),
             error,
-        })?;
-        Config::parse(&text, &path.display().to_string(), types).map_err(LoadError::Invalid)
+        };
+        let meta = std::fs::metadata(path).map_err(unreadable)?;
+        if !meta.is_file() {
+            return Err(unreadable(std::io::Error::other("not a regular file")));
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(unreadable(std::io::Error::other(format!(
+                "larger than {} KiB; is it the right file?",
+                MAX_FILE_BYTES / 1024
+            ))));
+        }
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_FILE_BYTES).read_to_string(&mut text))
+            .map_err(unreadable)?;
+        let origin = path.display().to_string();
+        if text.trim().is_empty() {
+            return Err(LoadError::Invalid(vec![locate_error(
+                &text,
+                &origin,
+                Some(0),
+                "the file is empty; write at least one table (see config.example.toml)".into(),
+            )]));
+        }
+        Config::parse(&text, &origin, types).map_err(LoadError::Invalid)
     }
 
     /// Parses and validates config text; `origin` names it in errors, `types` are the sink

@@ -26,6 +26,10 @@ pub trait SinkSettings: DynClone + fmt::Debug + Send + Sync + Any {
 
     /// Whether `other` holds the same settings: a reload keeps such a sink running.
     fn same_as(&self, other: &dyn SinkSettings) -> bool;
+
+    /// Whether a sink that a reload replaces may keep running until its replacement has
+    /// started (see `SinkConfig::may_overlap`).
+    fn may_overlap(&self) -> bool;
 }
 
 dyn_clone::clone_trait_object!(SinkSettings);
@@ -45,19 +49,76 @@ pub trait SinkTypes {
 /// Something two sinks cannot share; clashes are config errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resource {
-    /// An HTTP path or WebSocket endpoint.
+    /// A path answering plain `GET` requests.
     HttpPath(String),
+    /// A path answering WebSocket upgrades (a page may answer plain requests there).
+    WebSocketPath(String),
     /// A directory the sink writes files into.
     Directory(PathBuf),
+}
+
+impl Resource {
+    /// The HTTP path, for the two kinds that are one.
+    fn path(&self) -> Option<&str> {
+        match self {
+            Resource::HttpPath(path) | Resource::WebSocketPath(path) => Some(path),
+            Resource::Directory(_) => None,
+        }
+    }
+
+    /// Whether two sinks claiming these would clash.
+    fn clashes(&self, other: &Resource) -> bool {
+        match (self.path(), other.path()) {
+            (Some(a), Some(b)) => a == b,
+            _ => self == other,
+        }
+    }
 }
 
 impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Resource::HttpPath(path) => write!(f, "HTTP path {path}"),
+            Resource::HttpPath(path) | Resource::WebSocketPath(path) => write!(f, "HTTP path {path}"),
             Resource::Directory(dir) => write!(f, "directory {}", dir.display()),
         }
     }
+}
+
+/// Paths the daemon answers itself, whatever a sink says: its API, its login, its files.
+/// Some of them are open without a login (`/health`, `/login`), so a sink there would be
+/// open too.
+const DAEMON_PATHS: [&str; 6] = [
+    "/health",
+    "/login",
+    "/logout",
+    "/metrics",
+    "/settings",
+    "/snapshot.jpg",
+];
+/// Path prefixes the daemon answers itself.
+const DAEMON_PREFIXES: [&str; 4] = ["/api/", "/recordings/", "/thumbnails/", "/assets/"];
+/// The pages, which a WebSocket path may share (the viewer's original one is `/`) but a
+/// plain `GET` endpoint may not.
+const PAGES: [&str; 3] = ["/", "/stream", "/recordings"];
+
+/// Why a sink may not have `resource`, if it may not.
+fn refused_path(resource: &Resource) -> Option<String> {
+    let path = resource.path()?;
+    let shaped = path.starts_with('/')
+        && !path.contains(['?', '#', '%', '\\'])
+        && !path.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !path.split('/').any(|segment| segment == "." || segment == "..");
+    if !shaped {
+        return Some(format!(
+            "path `{path}` must start with / and hold no query, fragment, escapes, spaces or dot segments"
+        ));
+    }
+    let taken = DAEMON_PATHS.contains(&path)
+        || DAEMON_PREFIXES
+            .iter()
+            .any(|prefix| path.starts_with(prefix) || path == prefix.trim_end_matches('/'))
+        || (matches!(resource, Resource::HttpPath(_)) && PAGES.contains(&path));
+    taken.then(|| format!("path `{path}` is the daemon's own; choose another"))
 }
 
 /// One `[sinks.<name>]` table.
@@ -190,7 +251,9 @@ pub(super) fn check_resources(entries: &[(SinkEntry, std::ops::Range<usize>)], r
     let mut claimed: Vec<(Resource, &str)> = Vec::new();
     for (entry, span) in entries {
         for resource in entry.config.resources() {
-            if let Some((_, owner)) = claimed.iter().find(|(r, _)| *r == resource) {
+            if let Some(why) = refused_path(&resource) {
+                report(Some(span.clone()), format!("sink `{}`: {why}", entry.name));
+            } else if let Some((_, owner)) = claimed.iter().find(|(r, _)| r.clashes(&resource)) {
                 report(
                     Some(span.clone()),
                     format!(
