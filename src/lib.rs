@@ -207,6 +207,8 @@ async fn daemon(config: Config, path: Option<PathBuf>) -> Result<(), Error> {
             None => warn!("SIGHUP: no config file to re-read (started without --config)"),
         }
     }
+    // From now on a SIGHUP is answered with a line saying it is ignored.
+    drop(reloads);
     server.await;
     let sinks_done = async {
         modes.stop_all().await;
@@ -340,7 +342,9 @@ fn watch_signals(stop: shutdown::Trigger) -> Result<async_channel::Receiver<()>,
         let mut seen = 0;
         while let Some(signal) = signals.next().await {
             if matches!(signal, Ok(Signal::Hup)) {
-                let _ = reload.try_send(());
+                if let Err(async_channel::TrySendError::Closed(())) = reload.try_send(()) {
+                    info!("SIGHUP ignored: the daemon is stopping");
+                }
                 continue;
             }
             seen += 1;
