@@ -50,18 +50,9 @@ fn post_mode(daemon: &Daemon, body: &str) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-fn replays(daemon: &Daemon) -> Vec<serde_json::Value> {
-    let (status, body) = daemon.get("/api/replays");
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str::<serde_json::Value>(&body)
-        .expect("JSON")
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 fn finished(daemon: &Daemon) -> Vec<String> {
-    replays(daemon)
+    daemon
+        .replays()
         .iter()
         .filter(|s| s["in_progress"] == false)
         .filter_map(|s| s["filename"].as_str().map(str::to_owned))
@@ -158,9 +149,9 @@ fn continuous_mode_records_valid_segments_with_thumbnails_and_retention() {
     daemon.wait_for(
         "the newest segment listed first, in progress",
         Duration::from_secs(5),
-        |d| replays(d).first().is_some_and(|s| s["in_progress"] == true),
+        |d| d.replays().first().is_some_and(|s| s["in_progress"] == true),
     );
-    let recording = replays(&daemon);
+    let recording = daemon.replays();
     let mut listed: Vec<&str> = recording.iter().filter_map(|s| s["filename"].as_str()).collect();
     let mut sorted = listed.clone();
     sorted.sort_by(|a, b| b.cmp(a));
@@ -206,7 +197,7 @@ fn continuous_mode_records_valid_segments_with_thumbnails_and_retention() {
         .expect("thumbnails dir")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .collect();
-    let current = replays(&daemon)[0]["filename"]
+    let current = daemon.replays()[0]["filename"]
         .as_str()
         .unwrap_or_default()
         .trim_end_matches(".mp4")
@@ -271,7 +262,7 @@ fn the_mode_survives_a_restart_and_sigterm_completes_the_segment() {
     let mut daemon = Daemon::start(&config(10));
     switch(&daemon, "continuous");
     daemon.wait_for("a segment to be in progress", Duration::from_secs(10), |d| {
-        replays(d)
+        d.replays()
             .first()
             .is_some_and(|s| s["in_progress"] == true && s["bytes"].as_u64() > Some(0))
     });
@@ -319,7 +310,7 @@ fn kill_9_loses_nothing_finished_and_the_cut_segment_decodes_up_to_its_last_frag
         "a finished segment and one with data",
         Duration::from_secs(20),
         |d| {
-            let all = replays(d);
+            let all = d.replays();
             all.iter().any(|s| s["in_progress"] == false)
                 && all
                     .first()
@@ -327,7 +318,7 @@ fn kill_9_loses_nothing_finished_and_the_cut_segment_decodes_up_to_its_last_frag
         },
     );
     std::thread::sleep(Duration::from_millis(1200));
-    let cut = replays(&daemon)[0]["filename"].as_str().expect("name").to_owned();
+    let cut = daemon.replays()[0]["filename"].as_str().expect("name").to_owned();
     // The camera's newest frame right before the cut, as a live viewer sees it.
     let newest = frame_seq(&viewer.frame());
     // A power cut: the daemon and its ffmpeg die at the same instant.
@@ -368,7 +359,8 @@ fn kill_9_loses_nothing_finished_and_the_cut_segment_decodes_up_to_its_last_frag
     // Listed with its true, shorter length: what the file plays, written into its header
     // too at start-up.
     let path = recordings_dir(&again).join(&cut);
-    let listed = replays(&again)
+    let listed = again
+        .replays()
         .into_iter()
         .find(|s| s["filename"] == cut.as_str() && s["in_progress"] == false)
         .expect("the cut segment is listed");
@@ -390,11 +382,11 @@ fn a_dying_ffmpeg_is_replaced_by_a_new_segment() {
     let daemon = Daemon::start(&config_with(10, 30));
     switch(&daemon, "continuous");
     daemon.wait_for("a segment with data", Duration::from_secs(10), |d| {
-        replays(d)
+        d.replays()
             .first()
             .is_some_and(|s| s["in_progress"] == true && s["bytes"].as_u64() > Some(2000))
     });
-    let first = replays(&daemon)[0]["filename"].as_str().expect("name").to_owned();
+    let first = daemon.replays()[0]["filename"].as_str().expect("name").to_owned();
     let ffmpeg = children_of(daemon.pid())
         .into_iter()
         .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "ffmpeg"))
@@ -408,7 +400,7 @@ fn a_dying_ffmpeg_is_replaced_by_a_new_segment() {
                 .is_some_and(|e| e.contains("ffmpeg died"))
     });
     daemon.wait_for("a new segment", Duration::from_secs(10), |d| {
-        replays(d)
+        d.replays()
             .first()
             .is_some_and(|s| s["in_progress"] == true && s["filename"] != first.as_str())
     });
@@ -581,7 +573,7 @@ fn an_encoder_killed_before_its_first_fragment_leaves_no_unplayable_file() {
     // Kill each new segment's ffmpeg well before its first fragment (2 s) is written.
     for round in 0..3 {
         let segment = loop {
-            let listed = replays(&daemon);
+            let listed = daemon.replays();
             if let Some(current) = listed.iter().find(|s| s["in_progress"] == true) {
                 break current["filename"].as_str().expect("name").to_owned();
             }
@@ -635,7 +627,7 @@ fn an_encoder_killed_before_its_first_fragment_leaves_no_unplayable_file() {
     let every_file_plays = |daemon: &Daemon| {
         for entry in std::fs::read_dir(recordings_dir(daemon)).expect("recordings") {
             let path = entry.expect("entry").path();
-            let listed = replays(daemon);
+            let listed = daemon.replays();
             let in_progress = listed.iter().any(|s| {
                 s["in_progress"] == true
                     && path
@@ -657,12 +649,13 @@ fn an_encoder_killed_before_its_first_fragment_leaves_no_unplayable_file() {
         "a few fragments in the current segment",
         Duration::from_secs(20),
         |d| {
-            replays(d)
+            d.replays()
                 .iter()
                 .any(|s| s["in_progress"] == true && s["bytes"].as_u64() > Some(40_000))
         },
     );
-    let current = replays(&daemon)
+    let current = daemon
+        .replays()
         .into_iter()
         .find(|s| s["in_progress"] == true)
         .expect("the current segment");
@@ -682,7 +675,7 @@ fn an_encoder_killed_before_its_first_fragment_leaves_no_unplayable_file() {
     assert!(daemon.log_text().contains("no complete fragment; removed"));
     every_file_plays(&daemon);
     // (The segment being written says 0 s until its first fragment is in.)
-    for listed in replays(&daemon) {
+    for listed in daemon.replays() {
         if listed["in_progress"] == false {
             assert!(listed["duration"].as_f64() > Some(0.0), "{listed}");
         }
@@ -742,6 +735,15 @@ fn frame_times(path: &Path) -> Vec<f64> {
 /// Checks that the recordings at `paths` hold every camera frame (fakecam `--barcode`)
 /// from the first recorded to the last, once, in order, with no gap in any file's own
 /// timestamps, and at least `at_least` of them; returns how many files there are.
+/// Within a file, by its own timestamps: `frames` frames and no gap (10 fps: 0.1 s apart).
+fn assert_no_gap_within(path: &Path, frames: usize) {
+    let times = frame_times(path);
+    assert_eq!(times.len(), frames, "{}", path.display());
+    for pair in times.windows(2) {
+        assert!(pair[1] - pair[0] <= 0.2, "{}: {times:?}", path.display());
+    }
+}
+
 fn assert_every_frame_once(paths: &[PathBuf], at_least: usize) -> usize {
     let mut files: Vec<(Vec<u16>, PathBuf)> = paths
         .iter()
@@ -749,12 +751,7 @@ fn assert_every_frame_once(paths: &[PathBuf], at_least: usize) -> usize {
         .collect();
     for (numbers, path) in &files {
         assert!(!numbers.is_empty(), "{} has no frame", path.display());
-        // Within a file, by its own timestamps: no gap (10 fps: 0.1 s apart).
-        let times = frame_times(path);
-        assert_eq!(times.len(), numbers.len(), "{}", path.display());
-        for pair in times.windows(2) {
-            assert!(pair[1] - pair[0] <= 0.2, "{}: {times:?}", path.display());
-        }
+        assert_no_gap_within(path, numbers.len());
     }
     // Across files: every camera frame from the first recorded to the last, once, in
     // order (fakecam writes one every 0.1 s, so no frame missing means no gap).
@@ -935,7 +932,7 @@ fn an_encoder_killed_mid_segment_loses_no_frame() {
     // two, which the file itself gives no length).
     recorder_ffmpeg(&daemon, &killed);
     daemon.wait_for("a fragment in the last segment", Duration::from_secs(20), |d| {
-        replays(d)
+        d.replays()
             .iter()
             .any(|s| s["in_progress"] == true && s["duration"].as_f64() > Some(0.0))
     });
@@ -962,7 +959,7 @@ fn an_encoder_killed_mid_segment_loses_no_frame() {
     let storage = std::mem::replace(&mut daemon.dir, tempfile::TempDir::new().expect("dir"));
     let daemon = Daemon::start_in(storage, &config);
     check(&recorded);
-    for listed in replays(&daemon) {
+    for listed in daemon.replays() {
         if listed["in_progress"] == false {
             assert!(listed["duration"].as_f64() > Some(0.0), "{listed}");
         }
@@ -1072,11 +1069,7 @@ fn assert_no_frame_missing(paths: &[PathBuf], at_least: usize) {
     let mut all = std::collections::BTreeSet::new();
     for path in paths {
         let numbers = frame_numbers(path);
-        let times = frame_times(path);
-        assert_eq!(times.len(), numbers.len(), "{}", path.display());
-        for pair in times.windows(2) {
-            assert!(pair[1] - pair[0] <= 0.2, "{}: {times:?}", path.display());
-        }
+        assert_no_gap_within(path, numbers.len());
         all.extend(numbers);
     }
     let all: Vec<u16> = all.into_iter().collect();
@@ -1102,7 +1095,7 @@ fn a_reload_that_rebuilds_the_recorder_loses_no_frame() {
     let mut daemon = Daemon::start_in(dir, &config);
     switch(&daemon, "continuous");
     daemon.wait_for("a fragment in the first segment", Duration::from_secs(20), |d| {
-        replays(d)
+        d.replays()
             .iter()
             .any(|s| s["duration"].as_f64().is_some_and(|t| t > 0.0))
     });
@@ -1124,7 +1117,7 @@ fn a_reload_that_rebuilds_the_recorder_loses_no_frame() {
         "the old segment finished and a fragment in the new one",
         Duration::from_secs(30),
         |d| {
-            let list = replays(d);
+            let list = d.replays();
             list.iter().any(|s| s["in_progress"] == false)
                 && list
                     .iter()
@@ -1159,7 +1152,7 @@ fn a_camera_that_changes_its_picture_size_starts_a_new_segment() {
     let daemon = Daemon::start(&barcode_config(30));
     switch(&daemon, "continuous");
     daemon.wait_for("a fragment in the first segment", Duration::from_secs(20), |d| {
-        replays(d)
+        d.replays()
             .iter()
             .any(|s| s["duration"].as_f64().is_some_and(|t| t > 0.0))
     });
@@ -1184,7 +1177,7 @@ fn a_camera_that_changes_its_picture_size_starts_a_new_segment() {
         "a finished segment and a fragment of the new size",
         Duration::from_secs(30),
         |d| {
-            let list = replays(d);
+            let list = d.replays();
             list.iter().any(|s| s["in_progress"] == false)
                 && list
                     .iter()

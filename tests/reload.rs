@@ -130,16 +130,6 @@ impl Watcher {
     }
 }
 
-fn recordings(daemon: &Daemon) -> Vec<serde_json::Value> {
-    let (status, body) = daemon.get("/api/replays");
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str::<serde_json::Value>(&body)
-        .expect("JSON")
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 fn thumbnails(daemon: &Daemon) -> usize {
     std::fs::read_dir(daemon.dir.path().join("thumbnails")).map_or(0, |dir| {
         dir.filter_map(Result::ok)
@@ -189,7 +179,8 @@ fn a_reload_rebuilds_the_recorder_and_adds_a_thumbnailer_while_a_viewer_misses_n
 
     // The new recorder cuts 2 s segments, and the new thumbnailer writes thumbnails.
     daemon.wait_for("two 2 s segments and a thumbnail", Duration::from_secs(40), |d| {
-        let short = recordings(d)
+        let short = d
+            .replays()
             .iter()
             .filter(|s| s["in_progress"] == false)
             .filter(|s| s["duration"].as_f64().is_some_and(|t| (1.0..3.5).contains(&t)))

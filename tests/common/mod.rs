@@ -130,6 +130,17 @@ impl Daemon {
     }
 
     /// `/health` as JSON.
+    /// `GET /api/replays`: the recordings, newest first.
+    pub fn replays(&self) -> Vec<serde_json::Value> {
+        let (status, body) = self.get("/api/replays");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body)
+            .expect("JSON")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub fn health(&self) -> serde_json::Value {
         let (_, body) = self.get("/health");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("health is not JSON ({e}): {body}"))
