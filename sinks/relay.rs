@@ -89,13 +89,34 @@ const SCHEMES: [(&str, &str); 5] = [
 
 fn push_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let url = String::deserialize(d)?;
+    // Never echoed: a mistyped URL may be a bare stream key or hold a password. Its scheme
+    // is shown when it has one.
+    let shown = match url.split_once("://") {
+        Some((scheme, _))
+            if scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
+            format!("`{scheme}://…`")
+        }
+        _ => "the value".to_owned(),
+    };
+    let schemes: Vec<&str> = SCHEMES.iter().map(|(s, _)| *s).collect();
     if container_for(&url).is_none() {
-        let schemes: Vec<&str> = SCHEMES.iter().map(|(s, _)| *s).collect();
-        // Masked like every other mention of the URL: it may hold a password or stream key.
         return Err(serde::de::Error::custom(format!(
-            "`{}` is not a push URL; it must start with one of {}",
-            redacted(&url),
+            "{shown} is not a push URL; it must start with one of {}",
             schemes.join(", ")
+        )));
+    }
+    // A host right after the scheme (`rtmp:///x` would put a password in the path).
+    let after = url.split_once("://").map_or("", |(_, rest)| rest);
+    let authority = after.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    // (SRT alone may leave it out: `srt://:9000?mode=listener` waits for callers.)
+    if !url.starts_with("srt") && (host.is_empty() || host.starts_with(':')) {
+        return Err(serde::de::Error::custom(format!(
+            "{shown} names no host; write it as {}host/...",
+            schemes.first().copied().unwrap_or("rtmp://")
         )));
     }
     // Schemes are case-insensitive (RFC 3986 §3.1); ffmpeg knows its protocols in lower case.
@@ -250,17 +271,23 @@ impl Relay {
             };
             match future::or(stop, future::or(next, exited)).await {
                 Step::Stop => {
-                    // ffmpeg flushes and closes the connection when its input ends.
-                    let _ = stdin.close().await;
-                    drop(stdin);
-                    child.stop(Ask::InputEnded, FINISH_WITHIN).await;
+                    end_stream(stdin, &mut child).await;
                     return Ended::Disabled;
                 }
                 Step::Exited(status) => break describe_exit(status),
                 Step::Frame(frame) => {
                     let bytes = muxer.frame(&frame.jpeg, frame.at);
-                    match write_within(&mut stdin, &bytes, write_timeout).await {
-                        Ok(()) => {
+                    // A server that stopped reading must not hold up a mode switch, a
+                    // reload or the shutdown for the whole write timeout.
+                    let written =
+                        crate::shutdown::unless(disabled, write_within(&mut stdin, &bytes, write_timeout))
+                            .await;
+                    match written {
+                        None => {
+                            end_stream(stdin, &mut child).await;
+                            return Ended::Disabled;
+                        }
+                        Some(Ok(())) => {
                             // Taking frames for a while means the server accepted the stream.
                             if !working && started.elapsed() >= HEALTHY_AFTER {
                                 self.ctx.stats.set_problem(None);
@@ -268,7 +295,7 @@ impl Relay {
                             }
                             self.ctx.stats.delivered.fetch_add(1, Ordering::Relaxed)
                         }
-                        Err(error) => break error,
+                        Some(Err(error)) => break error,
                     };
                 }
             }
@@ -281,6 +308,18 @@ impl Relay {
             format!("{failure}: {tail}")
         })
     }
+}
+
+/// Ends the stream: ffmpeg flushes and closes the connection when its input ends, or is
+/// killed if it has not within [`FINISH_WITHIN`].
+async fn end_stream(mut stdin: ChildStdin, child: &mut Child) {
+    let _ = future::or(async { stdin.close().await.map(drop) }, async {
+        smol::Timer::after(FINISH_WITHIN).await;
+        Ok(())
+    })
+    .await;
+    drop(stdin);
+    child.stop(Ask::InputEnded, FINISH_WITHIN).await;
 }
 
 /// What woke a feeding loop.

@@ -187,11 +187,18 @@ fn a_sink_may_not_take_the_daemons_own_paths() {
             "{out}"
         );
     }
-    for bad in ["ws", "/ws?x=1", "/a/../ws", "/a b"] {
+    for bad in ["ws", "/ws?x=1", "/a/../ws", "/a b", "/é", "/a;b"] {
         let (code, out) = check_text(&format!("[sinks.s]\ntype = \"websocket\"\npaths = [\"{bad}\"]\n"));
         assert_eq!(code, 2, "{bad}: {out}");
         assert!(out.contains("must start with /"), "{out}");
     }
+    // Names go into log lines as they are: no line breaks, quotes or spaces.
+    let (code, out) = check_text("[sinks.\"a\\nlogin failed\"]\ntype = \"websocket\"\npaths = [\"/x\"]\n");
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("use letters, digits") && !out.contains("\nlogin failed"),
+        "{out}"
+    );
     // The viewer's WebSocket shares the page's path, as the original server's did.
     let (code, out) = check_text("[sinks.live]\ntype = \"websocket\"\npaths = [\"/\", \"/stream\"]\n");
     assert_eq!(code, 0, "{out}");
@@ -245,7 +252,13 @@ fn only_a_regular_nonempty_config_file_is_read() {
     std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("read");
     assert!(stderr.contains("not a regular file"), "{stderr}");
 
-    for empty in ["", "\n  \n"] {
+    // The packaged config opens with comments: a copy caught after them sets nothing.
+    for empty in [
+        "",
+        "\n  \n",
+        "# Croissant configuration\n# Every key is optional\n",
+        "\u{feff}\n",
+    ] {
         let (code, out) = check_text(empty);
         assert_eq!(code, 2, "{out}");
         assert!(out.contains("the file is empty"), "{out}");

@@ -1190,3 +1190,52 @@ fn a_camera_that_changes_its_picture_size_starts_a_new_segment() {
         "{sizes:?}"
     );
 }
+
+#[test]
+fn frames_of_two_sizes_held_through_an_encoder_restart_go_to_two_segments() {
+    let mut daemon = Daemon::start(&barcode_config(30));
+    switch(&daemon, "continuous");
+    daemon.wait_for("a fragment in the first segment", Duration::from_secs(20), |d| {
+        d.replays()
+            .iter()
+            .any(|s| s["duration"].as_f64().is_some_and(|t| t > 0.0))
+    });
+    // The encoder dies; during its restart pause the camera comes back at another size
+    // (its frame numbers start again from 0). The held frames are of both sizes.
+    let path = daemon.dir.path().join("config.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    std::fs::write(
+        &path,
+        text.replace(r#""320", "--height", "240""#, r#""160", "--height", "120""#),
+    )
+    .expect("rewrite");
+    signal_pid(recorder_ffmpeg(&daemon, &[]), Signal::KILL);
+    daemon.signal(Signal::HUP);
+    daemon.wait_for("the reload", Duration::from_secs(30), |d| {
+        d.log_text().contains("config reloaded")
+    });
+    daemon.wait_for(
+        "a fragment in a segment begun after the reload",
+        Duration::from_secs(30),
+        |d| {
+            d.log_text().matches("segment started").count() >= 2
+                && d.replays()
+                    .iter()
+                    .any(|s| s["in_progress"] == true && s["duration"].as_f64().is_some_and(|t| t > 0.0))
+        },
+    );
+    daemon.signal(Signal::TERM);
+    daemon.wait_exit(Duration::from_secs(30)).expect("exit");
+    let sizes: Vec<String> = recorded_files(&daemon).iter().map(|p| picture_size(p)).collect();
+    assert!(sizes.contains(&"160x120".to_owned()), "{sizes:?}");
+    // No file holds frames of the old camera and then of the new one (scaled into its size).
+    for file in recorded_files(&daemon) {
+        let numbers = frame_numbers(&file);
+        assert!(
+            numbers.windows(2).all(|w| w[1] > w[0]),
+            "{} ({}) holds {numbers:?}",
+            file.display(),
+            picture_size(&file)
+        );
+    }
+}

@@ -156,3 +156,65 @@ bitrate_kbps = 500
         "the stream name is a key for cloud ingests; logs must not show it"
     );
 }
+
+#[test]
+fn a_server_that_stops_reading_does_not_hold_up_a_mode_switch() {
+    // A "media server" that takes the connection and never reads from it: the relay's
+    // ffmpeg, then the relay's writes to it, block until `write_timeout_seconds`.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = server.local_addr().expect("addr").port();
+    let held = std::thread::spawn(move || {
+        let (socket, _) = server.accept().expect("accept");
+        // Kept open, never read, until the test ends.
+        std::thread::sleep(Duration::from_secs(120));
+        drop(socket);
+    });
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+[storage]
+dir = "{{dir}}"
+[mode]
+default = "continuous"
+[source]
+kind = "command"
+command = ["{{fakecam}}", "--fps", "15", "--width", "640", "--height", "480", "--noise", "20"]
+[sinks.relay]
+type = "relay"
+url = "rtmp://127.0.0.1:{port}/live/key"
+bitrate_kbps = 4000
+write_timeout_seconds = 120
+"#
+    );
+    let daemon = Daemon::start(&config);
+    // Stuck: no frame delivered to ffmpeg for 2 s while the camera runs.
+    let mut last = (-1.0, Instant::now());
+    daemon.wait_for("the relay's writes to block", Duration::from_secs(60), |d| {
+        let delivered = metric(
+            d,
+            r#"croissant_sink_frames_delivered_total{sink="relay",type="relay"}"#,
+        );
+        if delivered != last.0 {
+            last = (delivered, Instant::now());
+        }
+        delivered > 0.0 && last.1.elapsed() > Duration::from_secs(2)
+    });
+    let body = r#"{"mode":"on-demand"}"#;
+    let request = format!(
+        "POST /settings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let asked = Instant::now();
+    let (status, _, body) = http(daemon.port, &request);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    // Well within the 120 s write timeout: the relay let go of its stuck write.
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "the mode switch took {:?}:\n{}",
+        asked.elapsed(),
+        daemon.log_text()
+    );
+    drop(daemon);
+    drop(held);
+}

@@ -107,6 +107,28 @@ impl Sink for Recorder {
 }
 
 impl Recorder {
+    /// Lets `old` finish in a task of its own while the next segment starts, kept in
+    /// `finishing` so the recorder awaits it before it stops.
+    fn finish_meanwhile(&self, old: Segment, finishing: &mut Vec<smol::Task<()>>) {
+        let recordings = self.ctx.recordings.clone();
+        recordings.end_current(&old.stem);
+        let stats = self.ctx.stats.clone();
+        let config = self.config.clone();
+        let frame_rate = self.ctx.frame_rate.get();
+        finishing.retain(|task| !task.is_finished());
+        finishing.push(crate::runtime::spawn(async move {
+            let stem = old.stem.clone();
+            let finished = old.finish(&stats).await;
+            recordings.finished(&stem, finished.length);
+            // The next segment has begun with later frames, so what this ffmpeg died
+            // without writing cannot open it: it gets a segment of its own.
+            if !finished.unwritten.is_empty() {
+                warn!(segment = %stem, frames = finished.unwritten.len(), "ffmpeg died while finishing its segment; its last frames go to a segment of their own");
+                record_leftovers(&config, &recordings, frame_rate, &stats, finished.unwritten).await;
+            }
+        }));
+    }
+
     async fn record(&self, frames: Subscription, disabled: Signal) {
         let recordings = self.ctx.recordings.clone();
         if let Err(error) = std::fs::create_dir_all(recordings.recordings_dir()) {
@@ -148,24 +170,7 @@ impl Recorder {
             if (expired || resized)
                 && let Some(old) = segment.take()
             {
-                recordings.end_current(&old.stem);
-                // The next segment starts below with this frame; this one finishes meanwhile.
-                let recordings = recordings.clone();
-                let stats = stats.clone();
-                let config = self.config.clone();
-                let frame_rate = self.ctx.frame_rate.get();
-                finishing.retain(|task| !task.is_finished());
-                finishing.push(crate::runtime::spawn(async move {
-                    let stem = old.stem.clone();
-                    let finished = old.finish(&stats).await;
-                    recordings.finished(&stem, finished.length);
-                    // The next segment has begun with later frames, so what this ffmpeg
-                    // died without writing cannot open it: it gets a segment of its own.
-                    if !finished.unwritten.is_empty() {
-                        warn!(segment = %stem, frames = finished.unwritten.len(), "ffmpeg died while finishing its segment; its last frames go to a segment of their own");
-                        record_leftovers(&config, &recordings, frame_rate, &stats, finished.unwritten).await;
-                    }
-                }));
+                self.finish_meanwhile(old, &mut finishing);
             }
             waiting.push(frame);
             if segment.is_none() {
@@ -199,6 +204,15 @@ impl Recorder {
             }
             let Some(current) = segment.as_mut() else { continue };
             let written = current.write_all(&mut waiting, &stats.delivered).await;
+            if let Ok(Written::UpToNewSize) = written {
+                // Held frames of two sizes (the camera changed while ffmpeg restarted): the
+                // rest go to a segment of their own size, started with the next frame.
+                info!("the picture size changed; a new segment starts");
+                if let Some(old) = segment.take() {
+                    self.finish_meanwhile(old, &mut finishing);
+                }
+                continue;
+            }
             if let Err(error) = written {
                 let Some(dead) = segment.take() else { continue };
                 let worked = working_since.take().map(|since| since.elapsed());
@@ -393,6 +407,15 @@ struct Finished {
     unwritten: Vec<Frame>,
 }
 
+/// How far [`Segment::write_all`] got.
+#[derive(Debug, PartialEq, Eq)]
+enum Written {
+    /// Every held frame went to ffmpeg.
+    All,
+    /// It stopped at a frame of another picture size, which is held still.
+    UpToNewSize,
+}
+
 /// One ffmpeg child writing one MP4 file.
 struct Segment {
     stem: String,
@@ -470,10 +493,16 @@ impl Segment {
 
     /// Writes the held frames to ffmpeg, oldest first. A frame that went in is kept until
     /// the file is known to hold it (see [`Segment::finish`]).
-    async fn write_all(&mut self, held: &mut Held, delivered: &AtomicU64) -> std::io::Result<()> {
+    async fn write_all(&mut self, held: &mut Held, delivered: &AtomicU64) -> std::io::Result<Written> {
         while let Some(frame) = held.pop() {
-            if self.size.is_none() {
-                self.size = jpeg_size(&frame.jpeg);
+            let size = jpeg_size(&frame.jpeg);
+            match self.size {
+                None => self.size = size,
+                Some(mine) if size.is_some_and(|size| size != mine) => {
+                    held.put_back(vec![frame]);
+                    return Ok(Written::UpToNewSize);
+                }
+                Some(_) => {}
             }
             let bytes = self.muxer.frame(&frame.jpeg, frame.at);
             let ms = self.muxer.last_ms().unwrap_or(0);
@@ -489,7 +518,7 @@ impl Segment {
             self.checked = Instant::now();
             self.confirm().await;
         }
-        Ok(())
+        Ok(Written::All)
     }
 
     fn keep(&mut self, ms: u64, frame: Frame) {

@@ -72,9 +72,10 @@ impl Config {
 
     /// Reads and validates a config file.
     /// Only a regular file of at most [`MAX_FILE_BYTES`] is read: a FIFO would block the
-    /// daemon at a reload, `/dev/zero` would fill its memory. An empty file is refused too:
-    /// it is more likely a file half written than a wish for every default (which would,
-    /// among others, point retention at the defaults).
+    /// daemon at a reload, `/dev/zero` would fill its memory. A file that sets nothing is
+    /// refused too: it is more likely one caught half written (the packaged one opens with
+    /// comments) than a wish for every default, which would, among others, switch to the
+    /// test pattern and start the default retention.
     pub fn load(path: &Path, types: &dyn SinkTypes) -> Result<Config, LoadError> {
         let unreadable = |error: std::io::Error| LoadError::Read {
             path: path.to_owned(),
@@ -95,12 +96,19 @@ impl Config {
             .and_then(|file| file.take(MAX_FILE_BYTES).read_to_string(&mut text))
             .map_err(unreadable)?;
         let origin = path.display().to_string();
-        if text.trim().is_empty() {
+        // Nothing but blanks and comments (or a byte-order mark) sets nothing either.
+        let sets_nothing = text.trim_start_matches('\u{feff}').lines().all(|line| {
+            let line = line.trim();
+            line.is_empty() || line.starts_with('#')
+        });
+        if sets_nothing {
             return Err(LoadError::Invalid(vec![locate_error(
                 &text,
                 &origin,
                 Some(0),
-                "the file is empty; write at least one table (see config.example.toml)".into(),
+                "the file is empty (nothing but blanks and comments); write at least one table \
+                 (see config.example.toml)"
+                    .into(),
             )]));
         }
         Config::parse(&text, &origin, types).map_err(LoadError::Invalid)

@@ -104,13 +104,16 @@ const PAGES: [&str; 3] = ["/", "/stream", "/recordings"];
 /// Why a sink may not have `resource`, if it may not.
 fn refused_path(resource: &Resource) -> Option<String> {
     let path = resource.path()?;
+    // ASCII: a request's path arrives percent-encoded and is matched as it comes.
     let shaped = path.starts_with('/')
-        && !path.contains(['?', '#', '%', '\\'])
+        && path.is_ascii()
+        && !path.contains(['?', '#', '%', '\\', ';'])
         && !path.chars().any(|c| c.is_whitespace() || c.is_control())
         && !path.split('/').any(|segment| segment == "." || segment == "..");
     if !shaped {
         return Some(format!(
-            "path `{path}` must start with / and hold no query, fragment, escapes, spaces or dot segments"
+            "path `{}` must start with / and hold only ASCII, without query, fragment, escapes, spaces or dot segments",
+            path.escape_debug()
         ));
     }
     let taken = DAEMON_PATHS.contains(&path)
@@ -180,6 +183,21 @@ pub(super) fn parse_sinks(
     for (name, value) in tables {
         let name_span = name.span();
         let name = name.into_inner().into_owned();
+        // Names go into log lines, metric labels and messages as they are.
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            report(
+                Some(name_span),
+                format!(
+                    "sink name `{}`: use letters, digits, `-` and `_`",
+                    name.escape_debug()
+                ),
+            );
+            continue;
+        }
         let span = value.span();
         let DeValue::Table(mut table) = value.into_inner() else {
             report(
