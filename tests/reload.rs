@@ -336,3 +336,52 @@ fn a_removed_sink_lets_its_viewers_go_and_its_path_is_free() {
     live.send("start");
     live.frame();
 }
+
+#[test]
+fn a_sink_whose_modes_alone_change_is_enabled_or_disabled_to_match() {
+    let thumbs =
+        |modes: &str| format!("[sinks.thumbs]\ntype = \"thumbnailer\"\nevery_seconds = 1\nmodes = {modes}\n");
+    let daemon = Daemon::start(&config("segment_seconds = 10", &thumbs(r#"["continuous"]"#), 15));
+    let enabled = |d: &Daemon| {
+        let (_, metrics) = d.get("/metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"croissant_sink_enabled{sink="thumbs",type="thumbnailer"} "#))
+            .map(str::to_owned)
+    };
+    daemon.wait_for("the thumbnailer enabled", Duration::from_secs(10), |d| {
+        enabled(d).as_deref() == Some("1")
+    });
+
+    rewrite(
+        &daemon,
+        &config("segment_seconds = 10", &thumbs(r#"["on-demand"]"#), 15),
+    );
+    let log = reload(&daemon);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("sink modes changed, kept running") && l.contains("sink=thumbs")),
+        "{log}"
+    );
+    assert!(
+        log.contains("sink unchanged, kept running sink=recorder"),
+        "{log}"
+    );
+    assert_eq!(
+        enabled(&daemon).as_deref(),
+        Some("0"),
+        "continuous mode, a sink for on-demand only"
+    );
+
+    rewrite(
+        &daemon,
+        &config(
+            "segment_seconds = 10",
+            &thumbs(r#"["on-demand", "continuous"]"#),
+            15,
+        ),
+    );
+    let log = reload(&daemon);
+    assert!(log.contains("sink modes changed, kept running"), "{log}");
+    assert_eq!(enabled(&daemon).as_deref(), Some("1"));
+}
