@@ -62,11 +62,6 @@ impl Endpoints {
         lock(&self.by_path).get(path).cloned()
     }
 
-    /// The paths answered now.
-    pub fn paths(&self) -> Vec<String> {
-        lock(&self.by_path).keys().cloned().collect()
-    }
-
     pub(super) fn insert(&self, path: String, endpoint: Endpoint) {
         lock(&self.by_path).insert(path, endpoint);
     }

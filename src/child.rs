@@ -46,8 +46,6 @@ pub enum Ask {
 pub struct Exit {
     /// Its exit status.
     pub status: io::Result<ExitStatus>,
-    /// Whether it had to be killed after the grace period.
-    pub killed: bool,
     /// Its last stderr lines, joined with ` | ` (secrets masked).
     pub stderr: String,
 }
@@ -142,8 +140,8 @@ impl Child {
             None
         })
         .await;
-        let (status, killed) = match exited {
-            Some(status) => (status, false),
+        let status = match exited {
+            Some(status) => status,
             None => {
                 if ask != Ask::Kill {
                     warn!(
@@ -154,7 +152,7 @@ impl Child {
                     );
                 }
                 let _ = self.process.kill();
-                (self.process.status().await, ask != Ask::Kill)
+                self.process.status().await
             }
         };
         if let Some(task) = self.stderr.take() {
@@ -165,7 +163,6 @@ impl Child {
         }
         Exit {
             status,
-            killed,
             stderr: self.tail.joined(),
         }
     }

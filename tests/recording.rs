@@ -50,6 +50,15 @@ fn post_mode(daemon: &Daemon, body: &str) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// Waits until the segment being written holds a fragment (a playable part).
+fn wait_for_a_fragment(daemon: &Daemon, what: &str, within: Duration) {
+    daemon.wait_for(what, within, |d| {
+        d.replays()
+            .iter()
+            .any(|s| s["in_progress"] == true && s["duration"].as_f64().is_some_and(|t| t > 0.0))
+    });
+}
+
 fn finished(daemon: &Daemon) -> Vec<String> {
     daemon
         .replays()
@@ -1094,40 +1103,27 @@ fn a_reload_that_rebuilds_the_recorder_loses_no_frame() {
     );
     let mut daemon = Daemon::start_in(dir, &config);
     switch(&daemon, "continuous");
-    daemon.wait_for("a fragment in the first segment", Duration::from_secs(20), |d| {
-        d.replays()
-            .iter()
-            .any(|s| s["duration"].as_f64().is_some_and(|t| t > 0.0))
-    });
-
-    let path = daemon.dir.path().join("config.toml");
-    let text = std::fs::read_to_string(&path).expect("config");
-    std::fs::write(
-        &path,
-        text.replace("segment_seconds = 30", "segment_seconds = 31"),
-    )
-    .expect("rewrite");
-    daemon.signal(Signal::HUP);
-    daemon.wait_for("the reload", Duration::from_secs(30), |d| {
-        d.log_text().contains("config reloaded")
-    });
-    let log = daemon.log_text();
-    assert!(log.contains("sink changed, rebuilt sink=recorder"), "{log}");
-    daemon.wait_for(
-        "the old segment finished and a fragment in the new one",
-        Duration::from_secs(30),
-        |d| {
-            let list = d.replays();
-            list.iter().any(|s| s["in_progress"] == false)
-                && list
-                    .iter()
-                    .any(|s| s["in_progress"] == true && s["duration"].as_f64().is_some_and(|t| t > 0.0))
-        },
+    wait_for_a_fragment(
+        &daemon,
+        "a fragment in the first segment",
+        Duration::from_secs(20),
     );
+
+    daemon.edit_config("segment_seconds = 30", "segment_seconds = 31");
+    let log = daemon.reload();
+    assert!(log.contains("sink changed, rebuilt sink=recorder"), "{log}");
+    daemon.wait_for("the old segment finished", Duration::from_secs(30), |d| {
+        !finished(d).is_empty()
+    });
+    wait_for_a_fragment(&daemon, "a fragment in the new segment", Duration::from_secs(30));
     daemon.signal(Signal::TERM);
     daemon.wait_exit(Duration::from_secs(30)).expect("exit");
     assert_no_frame_missing(&recorded_files(&daemon), 30);
 }
+
+/// The camera's size in [`barcode_config`], and a smaller one a reload changes it to.
+const SIZE: &str = r#""320", "--height", "240""#;
+const SMALLER: &str = r#""160", "--height", "120""#;
 
 /// The picture size of a recording, as ffprobe reads it.
 fn picture_size(path: &Path) -> String {
@@ -1151,39 +1147,25 @@ fn picture_size(path: &Path) -> String {
 fn a_camera_that_changes_its_picture_size_starts_a_new_segment() {
     let daemon = Daemon::start(&barcode_config(30));
     switch(&daemon, "continuous");
-    daemon.wait_for("a fragment in the first segment", Duration::from_secs(20), |d| {
-        d.replays()
-            .iter()
-            .any(|s| s["duration"].as_f64().is_some_and(|t| t > 0.0))
-    });
+    wait_for_a_fragment(
+        &daemon,
+        "a fragment in the first segment",
+        Duration::from_secs(20),
+    );
     // The camera's size changes by a reload of the source alone; the recorder's table stays.
-    let path = daemon.dir.path().join("config.toml");
-    let text = std::fs::read_to_string(&path).expect("config");
-    let smaller = text.replace(r#""320", "--height", "240""#, r#""160", "--height", "120""#);
-    assert_ne!(smaller, text);
-    std::fs::write(&path, smaller).expect("rewrite");
-    daemon.signal(Signal::HUP);
-    daemon.wait_for("the reload", Duration::from_secs(30), |d| {
-        d.log_text().contains("config reloaded")
-    });
+    daemon.edit_config(SIZE, SMALLER);
+    let log = daemon.reload();
     assert!(
-        daemon
-            .log_text()
-            .contains("sink unchanged, kept running sink=recorder")
+        log.contains("sink unchanged, kept running sink=recorder"),
+        "{log}"
     );
-    // The 30 s segment ends early, and the frames of the new size go to a segment of
-    // their own size instead of being scaled into the old one.
-    daemon.wait_for(
-        "a finished segment and a fragment of the new size",
-        Duration::from_secs(30),
-        |d| {
-            let list = d.replays();
-            list.iter().any(|s| s["in_progress"] == false)
-                && list
-                    .iter()
-                    .any(|s| s["in_progress"] == true && s["duration"].as_f64().is_some_and(|t| t > 0.0))
-        },
-    );
+    // The 30 s segment ends early (well within the 30 s it would otherwise last), and the
+    // frames of the new size go to a segment of their own size instead of being scaled
+    // into the old one.
+    daemon.wait_for("the first segment finished early", Duration::from_secs(15), |d| {
+        !finished(d).is_empty()
+    });
+    wait_for_a_fragment(&daemon, "a fragment of the new size", Duration::from_secs(15));
     let sizes: Vec<String> = recorded_files(&daemon).iter().map(|p| picture_size(p)).collect();
     assert!(
         sizes.contains(&"320x240".to_owned()) && sizes.contains(&"160x120".to_owned()),
@@ -1195,35 +1177,21 @@ fn a_camera_that_changes_its_picture_size_starts_a_new_segment() {
 fn frames_of_two_sizes_held_through_an_encoder_restart_go_to_two_segments() {
     let mut daemon = Daemon::start(&barcode_config(30));
     switch(&daemon, "continuous");
-    daemon.wait_for("a fragment in the first segment", Duration::from_secs(20), |d| {
-        d.replays()
-            .iter()
-            .any(|s| s["duration"].as_f64().is_some_and(|t| t > 0.0))
-    });
+    wait_for_a_fragment(
+        &daemon,
+        "a fragment in the first segment",
+        Duration::from_secs(20),
+    );
     // The encoder dies; during its restart pause the camera comes back at another size
     // (its frame numbers start again from 0). The held frames are of both sizes.
-    let path = daemon.dir.path().join("config.toml");
-    let text = std::fs::read_to_string(&path).expect("config");
-    std::fs::write(
-        &path,
-        text.replace(r#""320", "--height", "240""#, r#""160", "--height", "120""#),
-    )
-    .expect("rewrite");
+    daemon.edit_config(SIZE, SMALLER);
     signal_pid(recorder_ffmpeg(&daemon, &[]), Signal::KILL);
-    daemon.signal(Signal::HUP);
-    daemon.wait_for("the reload", Duration::from_secs(30), |d| {
-        d.log_text().contains("config reloaded")
+    let log = daemon.reload();
+    assert!(log.contains("config reloaded"), "{log}");
+    daemon.wait_for("a segment begun after the reload", Duration::from_secs(30), |d| {
+        d.log_text().matches("segment started").count() >= 2
     });
-    daemon.wait_for(
-        "a fragment in a segment begun after the reload",
-        Duration::from_secs(30),
-        |d| {
-            d.log_text().matches("segment started").count() >= 2
-                && d.replays()
-                    .iter()
-                    .any(|s| s["in_progress"] == true && s["duration"].as_f64().is_some_and(|t| t > 0.0))
-        },
-    );
+    wait_for_a_fragment(&daemon, "a fragment in it", Duration::from_secs(30));
     daemon.signal(Signal::TERM);
     daemon.wait_exit(Duration::from_secs(30)).expect("exit");
     let sizes: Vec<String> = recorded_files(&daemon).iter().map(|p| picture_size(p)).collect();

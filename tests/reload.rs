@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Daemon, Viewer, frame_seq};
-use rustix::process::Signal;
 use tungstenite::Message;
 
 /// A camera at 15 fps with numbered frames, recording in continuous mode, and a live sink.
@@ -39,28 +38,6 @@ type = "recorder"
 {recorder}
 {more}"#
     )
-}
-
-/// Rewrites the daemon's config file (placeholders filled in as at start).
-fn rewrite(daemon: &Daemon, text: &str) {
-    let text = text
-        .replace("{port}", &daemon.port.to_string())
-        .replace("{dir}", &daemon.dir.path().display().to_string())
-        .replace("{fakecam}", common::FAKECAM);
-    std::fs::write(daemon.dir.path().join("config.toml"), text).expect("rewrite the config");
-}
-
-/// Sends SIGHUP and waits for the reload to end, refused or done; returns the log lines it
-/// wrote.
-fn reload(daemon: &Daemon) -> String {
-    let before = daemon.log_text().len();
-    daemon.signal(Signal::HUP);
-    daemon.wait_for("the reload to end", Duration::from_secs(30), |d| {
-        let log = d.log_text();
-        let new = &log[before..];
-        new.contains("config reloaded") || new.contains("config reload refused")
-    });
-    daemon.log_text()[before..].to_owned()
 }
 
 /// A viewer reading every frame in a thread: the sequence numbers it saw, and whether its
@@ -149,15 +126,12 @@ fn a_reload_rebuilds_the_recorder_and_adds_a_thumbnailer_while_a_viewer_misses_n
     let recorder_pid_before = daemon.health()["source"]["pid"].clone();
     assert_eq!(thumbnails(&daemon), 0, "no thumbnailer yet");
 
-    rewrite(
-        &daemon,
-        &config(
-            "segment_seconds = 2",
-            "[sinks.thumbs]\ntype = \"thumbnailer\"\nevery_seconds = 1\n",
-            15,
-        ),
-    );
-    let log = reload(&daemon);
+    daemon.rewrite_config(&config(
+        "segment_seconds = 2",
+        "[sinks.thumbs]\ntype = \"thumbnailer\"\nevery_seconds = 1\n",
+        15,
+    ));
+    let log = daemon.reload();
     assert!(log.contains("config reloaded"), "{log}");
     for (sink, change) in [
         ("live", "sink unchanged, kept running"),
@@ -213,8 +187,8 @@ fn a_broken_config_is_refused_with_its_line_and_everything_keeps_running() {
         .position(|l| l == "segment_seconds = 1")
         .expect("the line")
         + 1;
-    rewrite(&daemon, &broken);
-    let log = reload(&daemon);
+    daemon.rewrite_config(&broken);
+    let log = daemon.reload();
     assert!(log.contains("config reload refused"), "{log}");
     assert!(
         log.contains(&format!("config.toml:{line}:")) && log.contains("segment_seconds"),
@@ -228,8 +202,8 @@ fn a_broken_config_is_refused_with_its_line_and_everything_keeps_running() {
     assert_eq!(daemon.health()["status"], "ok");
 
     // Mended, the next reload goes through.
-    rewrite(&daemon, &config("segment_seconds = 10", "", 15));
-    let log = reload(&daemon);
+    daemon.rewrite_config(&config("segment_seconds = 10", "", 15));
+    let log = daemon.reload();
     assert!(log.contains("config reloaded"), "{log}");
     assert!(log.contains("sink unchanged, kept running"), "{log}");
     let (_, ended) = watcher.finish();
@@ -247,8 +221,8 @@ fn a_changed_source_restarts_alone_and_start_only_tables_are_named() {
 
     // Other camera arguments, and a [server] key that is read at start only.
     let text = config("segment_seconds = 10", "", 10).replace("[storage]", "max_viewers = 7\n\n[storage]");
-    rewrite(&daemon, &text);
-    let log = reload(&daemon);
+    daemon.rewrite_config(&text);
+    let log = daemon.reload();
     assert!(log.contains("source changed, restarted"), "{log}");
     for sink in ["live", "recorder"] {
         assert!(
@@ -298,8 +272,8 @@ fn a_removed_sink_lets_its_viewers_go_and_its_path_is_free() {
     side.send("start");
     side.frame();
 
-    rewrite(&daemon, &config("segment_seconds = 10", "", 15));
-    let log = reload(&daemon);
+    daemon.rewrite_config(&config("segment_seconds = 10", "", 15));
+    let log = daemon.reload();
     assert!(
         log.lines()
             .any(|l| l.contains("sink removed, stopped") && l.contains("sink=side")),
@@ -353,11 +327,8 @@ fn a_sink_whose_modes_alone_change_is_enabled_or_disabled_to_match() {
         enabled(d).as_deref() == Some("1")
     });
 
-    rewrite(
-        &daemon,
-        &config("segment_seconds = 10", &thumbs(r#"["on-demand"]"#), 15),
-    );
-    let log = reload(&daemon);
+    daemon.rewrite_config(&config("segment_seconds = 10", &thumbs(r#"["on-demand"]"#), 15));
+    let log = daemon.reload();
     assert!(
         log.lines()
             .any(|l| l.contains("sink modes changed, kept running") && l.contains("sink=thumbs")),
@@ -373,15 +344,12 @@ fn a_sink_whose_modes_alone_change_is_enabled_or_disabled_to_match() {
         "continuous mode, a sink for on-demand only"
     );
 
-    rewrite(
-        &daemon,
-        &config(
-            "segment_seconds = 10",
-            &thumbs(r#"["on-demand", "continuous"]"#),
-            15,
-        ),
-    );
-    let log = reload(&daemon);
+    daemon.rewrite_config(&config(
+        "segment_seconds = 10",
+        &thumbs(r#"["on-demand", "continuous"]"#),
+        15,
+    ));
+    let log = daemon.reload();
     assert!(log.contains("sink modes changed, kept running"), "{log}");
     assert_eq!(enabled(&daemon).as_deref(), Some("1"));
 }

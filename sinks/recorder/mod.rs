@@ -158,18 +158,7 @@ impl Recorder {
             let expired = segment
                 .as_ref()
                 .is_some_and(|s| frame.at.duration_since(s.started).unwrap_or_default() >= length);
-            // An encoder would scale frames of another size to its first one's, squeezing
-            // them: a new picture size (the camera reconfigured) starts a new segment.
-            let resized = segment
-                .as_ref()
-                .and_then(|s| s.size)
-                .is_some_and(|size| jpeg_size(&frame.jpeg).is_some_and(|now| now != size));
-            if resized {
-                info!(size = ?jpeg_size(&frame.jpeg), "the picture size changed; a new segment starts");
-            }
-            if (expired || resized)
-                && let Some(old) = segment.take()
-            {
+            if expired && let Some(old) = segment.take() {
                 self.finish_meanwhile(old, &mut finishing);
             }
             waiting.push(frame);
@@ -205,8 +194,9 @@ impl Recorder {
             let Some(current) = segment.as_mut() else { continue };
             let written = current.write_all(&mut waiting, &stats.delivered).await;
             if let Ok(Written::UpToNewSize) = written {
-                // Held frames of two sizes (the camera changed while ffmpeg restarted): the
-                // rest go to a segment of their own size, started with the next frame.
+                // An encoder would scale frames of another size to its first one's, squeezing
+                // them: a new picture size (the camera reconfigured, also while ffmpeg
+                // restarted) ends the segment; the frames from there start the next one.
                 info!("the picture size changed; a new segment starts");
                 if let Some(old) = segment.take() {
                     self.finish_meanwhile(old, &mut finishing);

@@ -130,6 +130,35 @@ impl Daemon {
     }
 
     /// `/health` as JSON.
+    /// Rewrites the daemon's config file (`{port}`, `{dir}` and `{fakecam}` filled in as at
+    /// start).
+    pub fn rewrite_config(&self, text: &str) {
+        let text = text
+            .replace("{port}", &self.port.to_string())
+            .replace("{dir}", &self.dir.path().display().to_string())
+            .replace("{fakecam}", FAKECAM);
+        std::fs::write(self.dir.path().join("config.toml"), text).expect("rewrite the config");
+    }
+
+    /// Replaces `from` with `to` in the daemon's config file.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(self.dir.path().join("config.toml")).expect("read the config");
+        assert!(text.contains(from), "no `{from}` in the config:\n{text}");
+        self.rewrite_config(&text.replace(from, to));
+    }
+
+    /// Sends SIGHUP and waits for the reload to end, refused or done; returns the log lines
+    /// it wrote.
+    pub fn reload(&self) -> String {
+        let before = self.log_text().len();
+        self.signal(rustix::process::Signal::HUP);
+        self.wait_for("the reload to end", Duration::from_secs(30), |d| {
+            let new = &d.log_text()[before..];
+            new.contains("config reloaded") || new.contains("config reload refused")
+        });
+        self.log_text()[before..].to_owned()
+    }
+
     /// `GET /api/replays`: the recordings, newest first.
     pub fn replays(&self) -> Vec<serde_json::Value> {
         let (status, body) = self.get("/api/replays");
