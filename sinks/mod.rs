@@ -209,6 +209,12 @@ impl SinkContext {
             .subscribe_counted(policy, Some(self.stats.dropped.clone()))
     }
 
+    /// Has `deliver` called with every frame on the publisher's thread while the guard
+    /// lives; it must never block.
+    pub fn attach(&self, deliver: crate::bus::Deliver) -> crate::bus::Attached {
+        self.bus.attach(deliver)
+    }
+
     /// Counts a viewer of this sink (and of the daemon) until the returned guard drops;
     /// `None` when `max_viewers` are already watching.
     pub fn viewer(&self) -> Option<ViewerSlot> {

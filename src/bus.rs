@@ -4,6 +4,10 @@
 //! slow consumer only ever costs its own queue. A frame is one shared allocation: cloning a
 //! [`Frame`] clones a reference count, never the JPEG.
 //!
+//! A consumer that never waits (the live fan-out writing to sockets that have room) can
+//! instead be [attached](Bus::attach): it is called on the publisher's own thread before
+//! `publish` returns, so a frame reaches it without waking any other thread.
+//!
 //! One rule drives the source: it runs while anyone wants frames. A viewer wants them while
 //! subscribed, a recording sink while enabled. [`Demand`] counts those wishes; the source
 //! supervisor waits on it.
@@ -46,9 +50,14 @@ pub struct Bus {
     inner: Arc<Inner>,
 }
 
+/// Called with every frame on the publisher's thread; it must never block.
+pub type Deliver = Arc<dyn Fn(&Frame) + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
     subscribers: Mutex<Vec<Subscriber>>,
+    /// Copied on change, so `publish` calls them without holding the lock.
+    attached: Mutex<Arc<[(u64, Deliver)]>>,
     next_id: AtomicU64,
     next_seq: AtomicU64,
     latest: Mutex<Option<Frame>>,
@@ -114,6 +123,11 @@ impl Bus {
                 Err(_) => false,
             }
         });
+        drop(subscribers);
+        let attached = lock(&self.inner.attached).clone();
+        for (_, deliver) in attached.iter() {
+            deliver(&frame);
+        }
         frame
     }
 
@@ -153,9 +167,24 @@ impl Bus {
         }
     }
 
-    /// Number of live subscriptions.
+    /// Calls `deliver` with every frame, on the publisher's thread, for as long as the
+    /// returned guard lives (and wants the source meanwhile).
+    pub fn attach(&self, deliver: Deliver) -> Attached {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut attached = lock(&self.inner.attached);
+        let mut list = attached.to_vec();
+        list.push((id, deliver));
+        *attached = list.into();
+        Attached {
+            id,
+            bus: self.clone(),
+            _want: self.inner.demand.want(),
+        }
+    }
+
+    /// Number of live subscriptions and attached consumers.
     pub fn subscribers(&self) -> usize {
-        lock(&self.inner.subscribers).len()
+        lock(&self.inner.subscribers).len() + lock(&self.inner.attached).len()
     }
 }
 
@@ -202,6 +231,26 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         lock(&self.bus.inner.subscribers).retain(|sub| sub.id != self.id);
+    }
+}
+
+/// A consumer [attached](Bus::attach) to the bus; dropping it detaches it. A frame being
+/// delivered on another thread at that moment may still reach it.
+pub struct Attached {
+    id: u64,
+    bus: Bus,
+    _want: Want,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let mut attached = lock(&self.bus.inner.attached);
+        let list: Vec<_> = attached
+            .iter()
+            .filter(|(id, _)| *id != self.id)
+            .cloned()
+            .collect();
+        *attached = list.into();
     }
 }
 
@@ -304,6 +353,27 @@ mod tests {
         let fa = a.try_recv().expect("frame for a");
         let fb = b.try_recv().expect("frame for b");
         assert_eq!(fa.jpeg.as_ptr(), fb.jpeg.as_ptr());
+    }
+
+    #[test]
+    fn attached_consumers_get_every_frame_on_the_publishers_thread_until_detached() {
+        let bus = Bus::default();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let attached = bus.attach(Arc::new(move |frame: &Frame| {
+            lock(&record).push((frame.seq, std::thread::current().id()));
+        }));
+        assert_eq!(bus.demand().count(), 1);
+        for n in 0..3 {
+            bus.publish(jpeg(n), SystemTime::now());
+        }
+        assert_eq!(bus.subscribers(), 1);
+        drop(attached);
+        assert_eq!(bus.subscribers(), 0);
+        bus.publish(jpeg(3), SystemTime::now());
+        let here = std::thread::current().id();
+        assert_eq!(*lock(&seen), vec![(0, here), (1, here), (2, here)]);
+        assert_eq!(bus.demand().count(), 0);
     }
 
     #[test]

@@ -1,9 +1,13 @@
-//! Live frames to many sockets from a few tasks.
+//! Live frames to many sockets from a few threads.
 //!
 //! With one task per viewer, every frame costs every viewer a wake-up, a poll and often a
-//! context switch before its one system call. Here a few shard tasks (one per core) each
-//! take a frame from the bus once and write it to each of their viewers with one
-//! non-blocking system call. A viewer whose socket cannot take the whole frame right away is
+//! context switch before its one system call. Here a few shards (one per core) each take a
+//! frame once and write it to each of their viewers with one non-blocking system call. The
+//! first shard runs on the thread that read the frame from the camera (it is
+//! [attached](crate::bus::Bus::attach) to the bus) and takes the first viewers alone: with
+//! a few viewers, a frame is read, cut and written without waking any other thread. The
+//! others are tasks on the executor, which take their share of the viewers once there are
+//! enough of them that a second core pays for its wake-ups. A viewer whose socket cannot take the whole frame right away is
 //! handed over to its own task (see [`Seat::catch_up`]), which finishes the frame when the
 //! socket has room and then sends the newest frame it missed; until then the shard only
 //! leaves it the newest frame. So a viewer is never more than one frame behind its own read
@@ -24,7 +28,7 @@ use tracing::Instrument;
 
 use super::staging::{Stage, Staged};
 use super::turns::FrameWriter;
-use crate::bus::{Frame, Policy, Subscription};
+use crate::bus::{Attached, Frame, Policy, Subscription};
 use crate::sinks::SinkContext;
 use crate::sync::lock;
 
@@ -47,15 +51,27 @@ struct Prepare {
 
 struct Shard {
     registry: Mutex<Registry>,
+    /// Runs on the camera's thread rather than as a task.
+    attached: bool,
 }
 
 #[derive(Default)]
 struct Registry {
-    /// Copied on change, so a shard's task takes the list without holding the lock.
+    /// Copied on change, so a shard takes the list without holding the lock.
     seats: Arc<[Arc<Seat>]>,
     /// Runs while the shard has viewers (and keeps the camera wanted meanwhile).
-    task: Option<Task<()>>,
+    running: Option<Running>,
 }
+
+/// What delivers a shard's frames; dropping it stops them.
+enum Running {
+    Attached { _guard: Attached },
+    Task { _task: Task<()> },
+}
+
+/// Viewers the attached shard takes before any other shard gets one: below this, the wake-up
+/// of a second thread costs more than the writes it would take over.
+const ATTACHED_ALONE: usize = 16;
 
 impl Fanout {
     /// The fan-out of a sink whose messages start with `header`.
@@ -66,10 +82,11 @@ impl Fanout {
         let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
         Fanout {
             ctx,
-            shards: (0..shards)
-                .map(|_| {
+            shards: (0..shards.max(1))
+                .map(|n| {
                     Arc::new(Shard {
                         registry: Mutex::new(Registry::default()),
+                        attached: n == 0,
                     })
                 })
                 .collect(),
@@ -77,27 +94,45 @@ impl Fanout {
         }
     }
 
-    /// Starts sending frames to `seat`, on the shard with the fewest viewers.
+    /// Starts sending frames to `seat`: on the attached shard while it has few viewers,
+    /// else on the shard with the fewest.
     pub fn join(&self, seat: &Arc<Seat>) {
-        let shard = self
-            .shards
-            .iter()
-            .min_by_key(|shard| lock(&shard.registry).seats.len())
-            .expect("at least one shard");
+        let first = &self.shards[0];
+        let shard = if lock(&first.registry).seats.len() < ATTACHED_ALONE {
+            first
+        } else {
+            self.shards
+                .iter()
+                .min_by_key(|shard| lock(&shard.registry).seats.len())
+                .unwrap_or(first)
+        };
         let mut registry = lock(&shard.registry);
         let mut seats = registry.seats.to_vec();
         seats.push(seat.clone());
         registry.seats = seats.into();
-        if registry.task.is_none() {
-            // Subscribed here rather than in the task, so the camera is wanted from now on.
-            let subscription = self.ctx.subscribe(Policy::Latest);
-            let work = run_shard(
-                shard.clone(),
-                subscription,
-                self.prepare.clone(),
-                self.ctx.clone(),
-            );
-            registry.task = Some(crate::runtime::spawn(work.in_current_span()));
+        if registry.running.is_none() {
+            // Started here rather than in the task, so the camera is wanted from now on.
+            registry.running = Some(self.start(shard));
+        }
+    }
+
+    fn start(&self, shard: &Arc<Shard>) -> Running {
+        let (prepare, ctx) = (self.prepare.clone(), self.ctx.clone());
+        if shard.attached {
+            let shard = shard.clone();
+            let span = tracing::Span::current();
+            let deliver = move |frame: &Frame| {
+                let _span = span.enter();
+                shard.deliver(frame, &prepare, &ctx);
+            };
+            return Running::Attached {
+                _guard: self.ctx.attach(Arc::new(deliver)),
+            };
+        }
+        let subscription = self.ctx.subscribe(Policy::Latest);
+        let work = run_shard(shard.clone(), subscription, prepare, ctx);
+        Running::Task {
+            _task: crate::runtime::spawn(work.in_current_span()),
         }
     }
 
@@ -115,7 +150,7 @@ impl Fanout {
                     .collect();
                 registry.seats = seats.into();
                 if registry.seats.is_empty() {
-                    registry.task = None;
+                    registry.running = None;
                 }
             }
         }
@@ -127,14 +162,21 @@ impl Fanout {
 async fn run_shard(shard: Arc<Shard>, subscription: Subscription, prepare: Arc<Prepare>, ctx: SinkContext) {
     loop {
         let frame = subscription.recv().await;
-        let seats = lock(&shard.registry).seats.clone();
+        shard.deliver(&frame, &prepare, &ctx);
+    }
+}
+
+impl Shard {
+    /// The frame, once, to each of the shard's viewers.
+    fn deliver(&self, frame: &Frame, prepare: &Prepare, ctx: &SinkContext) {
+        let seats = lock(&self.registry).seats.clone();
         if seats.is_empty() {
-            continue;
+            return;
         }
-        let message = prepare.message(&frame, seats.len());
+        let message = prepare.message(frame, seats.len());
         let delivered = seats
             .iter()
-            .filter(|seat| seat.offer(frame.seq, &message, &ctx))
+            .filter(|seat| seat.offer(frame.seq, &message, ctx))
             .count();
         // Once per frame: shards on other cores would fight over the counter's cache line.
         ctx.stats.delivered.fetch_add(delivered as u64, Ordering::Relaxed);

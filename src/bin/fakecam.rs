@@ -69,7 +69,13 @@ fn main() {
         })
         .collect();
     let interval = Duration::from_secs_f64(1.0 / args.fps.max(0.1));
-    let mut stdout = std::io::stdout().lock();
+    // Straight to the file descriptor, each frame with one write(2) as a camera writing whole
+    // frames does (Rust's stdout would split a frame at its last newline byte).
+    let Ok(stdout) = std::os::fd::AsFd::as_fd(&std::io::stdout()).try_clone_to_owned() else {
+        eprintln!("fakecam: no stdout");
+        std::process::exit(1);
+    };
+    let mut stdout = std::fs::File::from(stdout);
     let start = Instant::now();
     let mut seq = 0u64;
     while args.frames.is_none_or(|n| seq < n) {

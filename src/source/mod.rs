@@ -8,6 +8,7 @@
 //! module supervises it.
 
 mod command;
+mod reader;
 mod status;
 
 pub use command::argv;
@@ -16,7 +17,7 @@ pub use status::{Snapshot, State, Status};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_lite::{AsyncReadExt, future};
+use futures_lite::future;
 use smol::Timer;
 use tracing::{debug, info, warn};
 
@@ -169,21 +170,34 @@ impl Runner {
         } else {
             info!(pid, program = %program, "source started");
         }
-        let Some(stdout) = child.take_stdout() else {
-            return End::Failed(
-                "the camera's output could not be read",
-                "the source's stdout was not captured".into(),
-            );
+        let pipe = child
+            .take_stdout()
+            .ok_or_else(|| std::io::Error::other("the source's stdout was not captured"))
+            .and_then(|stdout| Ok(std::os::fd::AsFd::as_fd(&stdout).try_clone_to_owned()?));
+        let mut frames = Frames::new(self.bus.clone(), self.status.clone(), &self.config, quiet);
+        let reader = match pipe.and_then(|pipe| reader::Reader::spawn(pipe, move |chunk| frames.push(chunk)))
+        {
+            Ok(reader) => reader,
+            Err(error) => {
+                return End::Failed("the camera's output could not be read", error.to_string());
+            }
+        };
+        let output_ended = async {
+            if let Err(error) = reader.ended().await {
+                warn!(%error, "reading the source's stdout failed");
+            }
+            Stop::Eof
         };
 
         let reason = future::or(
-            future::or(self.pump(stdout, quiet), self.watch_stall()),
+            future::or(output_ended, self.watch_stall()),
             future::or(self.idle(), async {
                 self.shutdown.wait().await;
                 Stop::Shutdown
             }),
         )
         .await;
+        reader.stop().await;
 
         // At the end of its output it has exited, or is about to.
         let ask = if reason == Stop::Eof {
@@ -212,51 +226,6 @@ impl Runner {
                     End::Failed(why, format!("`{program}` {what}"))
                 } else {
                     End::Failed(why, format!("`{program}` {what}; last stderr: {}", exit.stderr))
-                }
-            }
-        }
-    }
-
-    /// Reads stdout until EOF, publishing every frame. After a quiet run of failures
-    /// (`quiet`), the first frame is logged: the camera is back.
-    async fn pump(&self, mut stdout: impl futures_lite::AsyncRead + Unpin, quiet: bool) -> Stop {
-        let mut splitter = Splitter::new(self.config.max_frame_bytes);
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut discards = RateLimit::new(Duration::from_secs(10));
-        // After a quiet run of failures, the first frame is the news.
-        let mut announce = quiet;
-        loop {
-            let n = match stdout.read(&mut buf).await {
-                Ok(0) => return Stop::Eof,
-                Ok(n) => n,
-                Err(error) => {
-                    warn!(%error, "reading the source's stdout failed");
-                    return Stop::Eof;
-                }
-            };
-            splitter.push(&buf[..n], |jpeg| {
-                self.bus.publish(jpeg, SystemTime::now());
-                self.status.frame();
-                if std::mem::take(&mut announce) {
-                    info!("source delivers frames again");
-                }
-            });
-            if let Some(why) = splitter.take_discard()
-                && let Some(suppressed) = discards.allow()
-            {
-                {
-                    let stats = splitter.stats();
-                    match why {
-                        Discard::Corrupt => {
-                            warn!(corrupt = stats.corrupt, suppressed, "dropped a corrupt frame")
-                        }
-                        Discard::Oversized => warn!(
-                            oversized = stats.oversized,
-                            max_frame_bytes = self.config.max_frame_bytes,
-                            suppressed,
-                            "dropped a frame larger than max_frame_bytes"
-                        ),
-                    }
                 }
             }
         }
@@ -322,6 +291,55 @@ impl Runner {
             End::Shutdown
         } else {
             End::Idle
+        }
+    }
+}
+
+/// The camera's output cut into frames and published, on the reading thread.
+struct Frames {
+    splitter: Splitter,
+    bus: Bus,
+    status: Arc<Status>,
+    max_frame_bytes: usize,
+    discards: RateLimit,
+    /// After a quiet run of failures, the first frame is the news: the camera is back.
+    announce: bool,
+}
+
+impl Frames {
+    fn new(bus: Bus, status: Arc<Status>, config: &SourceConfig, quiet: bool) -> Frames {
+        Frames {
+            splitter: Splitter::new(config.max_frame_bytes),
+            bus,
+            status,
+            max_frame_bytes: config.max_frame_bytes,
+            discards: RateLimit::new(Duration::from_secs(10)),
+            announce: quiet,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        let (bus, status, announce) = (&self.bus, &self.status, &mut self.announce);
+        self.splitter.push(chunk, |jpeg| {
+            bus.publish(jpeg, SystemTime::now());
+            status.frame();
+            if std::mem::take(announce) {
+                info!("source delivers frames again");
+            }
+        });
+        if let Some(why) = self.splitter.take_discard()
+            && let Some(suppressed) = self.discards.allow()
+        {
+            let stats = self.splitter.stats();
+            match why {
+                Discard::Corrupt => warn!(corrupt = stats.corrupt, suppressed, "dropped a corrupt frame"),
+                Discard::Oversized => warn!(
+                    oversized = stats.oversized,
+                    max_frame_bytes = self.max_frame_bytes,
+                    suppressed,
+                    "dropped a frame larger than max_frame_bytes"
+                ),
+            }
         }
     }
 }
