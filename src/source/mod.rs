@@ -173,7 +173,7 @@ impl Runner {
         let pipe = child
             .take_stdout()
             .ok_or_else(|| std::io::Error::other("the source's stdout was not captured"))
-            .and_then(|stdout| Ok(std::os::fd::AsFd::as_fd(&stdout).try_clone_to_owned()?));
+            .and_then(|stdout| std::os::fd::AsFd::as_fd(&stdout).try_clone_to_owned());
         let mut frames = Frames::new(self.bus.clone(), self.status.clone(), &self.config, quiet);
         let reader = match pipe.and_then(|pipe| reader::Reader::spawn(pipe, move |chunk| frames.push(chunk)))
         {
