@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use croissant::splitter::jpeg_size;
@@ -388,4 +388,96 @@ fn a_slow_viewer_gets_whole_frames_in_order_and_never_falls_far_behind() {
     // What it reads is at most about one frame older than its read pace (200 ms), never
     // seconds old (here about 215 ms; the bound leaves room for a busy machine).
     assert!(oldest_ms < 600, "a frame was {oldest_ms} ms old when read");
+}
+
+/// The next message, which must be text holding JSON.
+fn json_message(viewer: &mut Viewer) -> serde_json::Value {
+    match viewer.next().expect("a message") {
+        Message::Text(text) => serde_json::from_str(text.as_str()).expect("JSON"),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+/// The next message, which must be a frame.
+fn binary_message(viewer: &mut Viewer) -> Vec<u8> {
+    match viewer.next().expect("a message") {
+        Message::Binary(data) => data.to_vec(),
+        other => panic!("expected a frame, got {other:?}"),
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+/// A stamp and the frame behind it: the stamp's capture time is when the daemon got the
+/// frame, just after fakecam wrote its own time into it. Returns the stamp's `seq`.
+fn stamped_frame(viewer: &mut Viewer) -> u64 {
+    let stamp = json_message(viewer);
+    let frame = binary_message(viewer);
+    let at = stamp["at"].as_u64().expect("at");
+    let written_ms = comment_field(&frame, "us=").expect("fakecam's time") / 1000;
+    assert!(
+        at >= written_ms && at - written_ms < 1000,
+        "stamp {stamp} does not describe the frame written at {written_ms}"
+    );
+    stamp["seq"].as_u64().expect("seq")
+}
+
+#[test]
+fn a_flow_controlled_viewer_gets_stamped_frames_only_as_it_draws_them() {
+    let daemon = Daemon::start(&fakecam_config(r#""--fps", "30""#, ""));
+    let mut plain = daemon.viewer("/");
+    plain.send("start");
+    let mut viewer = daemon.viewer("/");
+    let asked = unix_ms();
+    viewer.send("start credit=2");
+    // The daemon's clock first, then two stamped frames, as much as the credit allows.
+    let clock = json_message(&mut viewer)["clock"].as_u64().expect("clock");
+    assert!((asked..=unix_ms()).contains(&clock), "clock {clock}");
+    let first = stamped_frame(&mut viewer);
+    let second = stamped_frame(&mut viewer);
+    assert!(second > first);
+    // At 30 fps, a second without a `drawn` would have brought 30 more frames.
+    viewer
+        .ws
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let beyond = viewer.next();
+    assert!(beyond.is_err(), "a frame came beyond the credit: {beyond:?}");
+    viewer
+        .ws
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // One `drawn`: the newest frame, not the next in line.
+    viewer.send("drawn");
+    let newest = stamped_frame(&mut viewer);
+    assert!(newest > second + 5, "got frame {newest} after {second}");
+    // Each `drawn` brings one frame more.
+    let mut last = newest;
+    for _ in 0..3 {
+        viewer.send("drawn");
+        let next = stamped_frame(&mut viewer);
+        assert!(next > last);
+        last = next;
+    }
+    viewer
+        .ws
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let beyond = viewer.next();
+    assert!(beyond.is_err(), "a frame came with no credit left: {beyond:?}");
+    // A viewer of the original protocol meanwhile got frames, and nothing else.
+    for _ in 0..20 {
+        assert!(
+            matches!(plain.next().expect("a message"), Message::Binary(_)),
+            "a plain `start` viewer got a message other than a frame"
+        );
+    }
 }

@@ -17,7 +17,7 @@
 //! turn (see [`super::turns`]) keeps their messages whole.
 
 use std::io::{self, IoSlice, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,8 +32,17 @@ use crate::bus::{Attached, Frame, Policy, Subscription};
 use crate::sinks::SinkContext;
 use crate::sync::lock;
 
-/// Writes a message header for a payload of `len` bytes into the buffer; returns its size.
-pub type Header = fn(&mut [u8; 10], usize) -> usize;
+/// How a sink wraps each frame for its viewers.
+#[derive(Clone, Copy)]
+pub struct Framing {
+    /// Appends what goes before a JPEG of the given length.
+    pub head: fn(&mut Vec<u8>, usize),
+    /// What goes after the JPEG.
+    pub tail: &'static [u8],
+    /// Appends the message a flow-controlled viewer gets before each frame (its number and
+    /// capture time); other viewers skip those bytes.
+    pub stamp: Option<fn(&mut Vec<u8>, &Frame)>,
+}
 
 /// The viewers of one sink, spread over a few shards.
 pub struct Fanout {
@@ -44,7 +53,7 @@ pub struct Fanout {
 
 /// How a frame becomes the bytes every viewer of a sink gets.
 struct Prepare {
-    header: Header,
+    framing: Framing,
     /// Where frames are staged once for all viewers; without it each viewer gets a copy.
     stage: Option<Stage>,
 }
@@ -74,8 +83,8 @@ enum Running {
 const ATTACHED_ALONE: usize = 16;
 
 impl Fanout {
-    /// The fan-out of a sink whose messages start with `header`.
-    pub fn new(ctx: SinkContext, header: Header) -> Fanout {
+    /// The fan-out of a sink that wraps frames in `framing`.
+    pub fn new(ctx: SinkContext, framing: Framing) -> Fanout {
         let stage = Stage::new(&format!("croissant-{}", ctx.name))
             .map_err(|error| tracing::warn!(%error, "frames will be copied to every viewer"))
             .ok();
@@ -90,7 +99,7 @@ impl Fanout {
                     })
                 })
                 .collect(),
-            prepare: Arc::new(Prepare { header, stage }),
+            prepare: Arc::new(Prepare { framing, stage }),
         }
     }
 
@@ -186,19 +195,30 @@ impl Shard {
 impl Prepare {
     /// The frame as `viewers` viewers of one shard get it.
     fn message(&self, frame: &Frame, viewers: usize) -> Message {
-        let mut header = [0u8; 10];
-        let header_len = (self.header)(&mut header, frame.jpeg.len());
+        let mut head = Vec::with_capacity(128);
+        if let Some(stamp) = self.framing.stamp {
+            stamp(&mut head, frame);
+        }
+        let stamp_len = head.len();
+        (self.framing.head)(&mut head, frame.jpeg.len());
+        let tail = self.framing.tail;
         if let Some(stage) = self.stage.as_ref().filter(|_| viewers >= STAGE_FROM_VIEWERS) {
             // Staging can only fail for want of memory; the copying path needs none of its own.
-            if let Ok(staged) = stage.frame(frame.seq, &[&header[..header_len], &frame.jpeg]) {
-                return Message::Staged(staged);
+            if let Ok(staged) = stage.frame(frame.seq, &[&head, &frame.jpeg, tail]) {
+                return Message {
+                    body: Body::Staged(staged),
+                    stamp_len,
+                };
             }
         }
-        Message::Copied(Arc::new(Copied {
-            header,
-            header_len,
-            jpeg: frame.jpeg.clone(),
-        }))
+        Message {
+            body: Body::Copied(Arc::new(Copied {
+                head,
+                jpeg: frame.jpeg.clone(),
+                tail,
+            })),
+            stamp_len,
+        }
     }
 }
 
@@ -208,36 +228,54 @@ impl Prepare {
 /// 10-25% more CPU at 4 and 10 viewers, and saved 5% (30 KB frames) to 20% (100 KB) at 200.
 const STAGE_FROM_VIEWERS: usize = 16;
 
-/// One frame as its viewers get it: header and JPEG.
+/// One frame as its viewers get it: stamp, head, JPEG and tail.
 #[derive(Clone)]
-enum Message {
+struct Message {
+    body: Body,
+    /// The stamp's bytes at the start, which viewers that are not flow-controlled skip.
+    stamp_len: usize,
+}
+
+#[derive(Clone)]
+enum Body {
     Staged(Arc<Staged>),
     Copied(Arc<Copied>),
 }
 
 struct Copied {
-    header: [u8; 10],
-    header_len: usize,
+    head: Vec<u8>,
     jpeg: Bytes,
+    tail: &'static [u8],
 }
 
 impl Message {
     fn len(&self) -> usize {
-        match self {
-            Message::Staged(staged) => staged.len(),
-            Message::Copied(copied) => copied.header_len + copied.jpeg.len(),
+        match &self.body {
+            Body::Staged(staged) => staged.len(),
+            Body::Copied(copied) => copied.head.len() + copied.jpeg.len() + copied.tail.len(),
         }
+    }
+
+    /// Where a viewer's bytes of it begin: at the stamp if it asked for stamps.
+    fn start(&self, stamped: bool) -> usize {
+        if stamped { 0 } else { self.stamp_len }
     }
 
     /// Writes bytes `from..` with one system call; returns how many the socket took.
     fn write_from(&self, socket: &std::net::TcpStream, from: usize) -> io::Result<usize> {
-        match self {
-            Message::Staged(staged) => staged.send_from(socket, from),
-            Message::Copied(copied) => {
-                let header = &copied.header[..copied.header_len];
+        match &self.body {
+            Body::Staged(staged) => staged.send_from(socket, from),
+            Body::Copied(copied) => {
+                let (head, jpeg) = (copied.head.len(), copied.jpeg.len());
                 let parts = [
-                    IoSlice::new(header.get(from..).unwrap_or_default()),
-                    IoSlice::new(&copied.jpeg[from.saturating_sub(header.len())..]),
+                    IoSlice::new(copied.head.get(from..).unwrap_or_default()),
+                    IoSlice::new(copied.jpeg.get(from.saturating_sub(head)..).unwrap_or_default()),
+                    IoSlice::new(
+                        copied
+                            .tail
+                            .get(from.saturating_sub(head + jpeg)..)
+                            .unwrap_or_default(),
+                    ),
                 ];
                 let mut socket = socket;
                 socket.write_vectored(&parts)
@@ -255,6 +293,12 @@ pub struct Seat {
     doorbell: (async_channel::Sender<()>, async_channel::Receiver<()>),
     /// Frames this viewer missed because it was slower than the camera.
     dropped: AtomicU64,
+    /// Flow-controlled: frames go out only while it has credit, each with its stamp first.
+    stamped: AtomicBool,
+    /// Frames it may be sent before it says it has drawn one (flow-controlled only).
+    credit: AtomicU32,
+    /// The credit it asked for, which `drawn` never takes it beyond.
+    max_credit: AtomicU32,
 }
 
 /// What a shard leaves a viewer's task to do.
@@ -270,8 +314,26 @@ struct Work {
 
 struct Rest {
     message: Message,
+    /// Where in the message the socket is; it began at `start`.
     written: usize,
+    start: usize,
     _turn: MutexGuardArc<()>,
+}
+
+impl Rest {
+    fn new(message: Message, start: usize, turn: MutexGuardArc<()>) -> Rest {
+        Rest {
+            message,
+            written: start,
+            start,
+            _turn: turn,
+        }
+    }
+
+    /// Whether nothing of it went out yet.
+    fn untouched(&self) -> bool {
+        self.written == self.start
+    }
 }
 
 impl Seat {
@@ -283,7 +345,67 @@ impl Seat {
             work: Mutex::new(Work::default()),
             doorbell: async_channel::bounded(1),
             dropped: AtomicU64::new(0),
+            stamped: AtomicBool::new(false),
+            credit: AtomicU32::new(0),
+            max_credit: AtomicU32::new(0),
         })
+    }
+
+    /// How frames go to this viewer from now on: with `Some(credit)` (it sent `start
+    /// credit=N`), each frame follows its stamp, and at most `credit` are sent before the
+    /// viewer says it has drawn one; with `None` (a plain `start`), every frame it has room
+    /// for, without stamps.
+    pub fn set_credit(&self, credit: Option<u32>) {
+        let credit = credit.unwrap_or(0);
+        self.max_credit.store(credit, Ordering::Relaxed);
+        self.credit.store(credit, Ordering::Relaxed);
+        self.stamped.store(credit > 0, Ordering::Release);
+    }
+
+    /// The viewer drew a frame: it may be sent one more, the newest it missed first.
+    pub fn drawn(&self) {
+        if !self.stamped() {
+            return;
+        }
+        let max = self.max_credit.load(Ordering::Relaxed);
+        let _ = self
+            .credit
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                (c < max).then_some(c + 1)
+            });
+        if lock(&self.work).newer.is_some() {
+            self.ring();
+        }
+    }
+
+    fn stamped(&self) -> bool {
+        self.stamped.load(Ordering::Acquire)
+    }
+
+    /// Takes one credit for a frame about to be written; always granted to viewers that are
+    /// not flow-controlled.
+    fn take_credit(&self) -> bool {
+        !self.stamped()
+            || self
+                .credit
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1))
+                .is_ok()
+    }
+
+    /// A credit taken for a frame that was not written after all.
+    fn return_credit(&self) {
+        if self.stamped() {
+            self.credit.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Keeps `message` as the newest frame to send later, replacing (and counting as
+    /// skipped) any older one.
+    fn hold(&self, seq: u64, message: &Message, ctx: &SinkContext) {
+        let replaced = lock(&self.work).newer.replace((seq, message.clone()));
+        if replaced.is_some() {
+            self.skipped(ctx);
+        }
     }
 
     /// Frames this viewer missed because it was slower than the camera.
@@ -310,12 +432,15 @@ impl Seat {
     /// From a shard: writes the frame now if the socket takes it whole (and says so), else
     /// leaves it (or what is left of it) to the viewer's task.
     fn offer(&self, seq: u64, message: &Message, ctx: &SinkContext) -> bool {
+        if !self.take_credit() {
+            // It has not drawn what it was sent: the newest frame waits for its `drawn`.
+            self.hold(seq, message, ctx);
+            return false;
+        }
         let Some(turn) = self.writer.try_turn() else {
             // The viewer's task or tungstenite is writing: leave the newest frame for later.
-            let replaced = lock(&self.work).newer.replace((seq, message.clone()));
-            if replaced.is_some() {
-                self.skipped(ctx);
-            }
+            self.return_credit();
+            self.hold(seq, message, ctx);
             self.ring();
             return false;
         };
@@ -329,16 +454,17 @@ impl Seat {
             }
         }
         self.begun.store(seq + 1, Ordering::Relaxed);
-        match message.write_from(self.writer.socket().get_ref(), 0) {
-            Ok(n) if n == message.len() => return true,
-            Ok(written) => self.hand_over(message, written, turn),
+        let start = message.start(self.stamped());
+        match message.write_from(self.writer.socket().get_ref(), start) {
+            Ok(n) if start + n == message.len() => return true,
+            Ok(written) => self.hand_over(message, start, written, turn),
             Err(error)
                 if matches!(
                     error.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                 ) =>
             {
-                self.hand_over(message, 0, turn)
+                self.hand_over(message, start, 0, turn)
             }
             Err(error) => {
                 lock(&self.work).failed = Some(error);
@@ -348,12 +474,10 @@ impl Seat {
         false
     }
 
-    fn hand_over(&self, message: &Message, written: usize, turn: MutexGuardArc<()>) {
-        lock(&self.work).rest = Some(Rest {
-            message: message.clone(),
-            written,
-            _turn: turn,
-        });
+    fn hand_over(&self, message: &Message, start: usize, written: usize, turn: MutexGuardArc<()>) {
+        let mut rest = Rest::new(message.clone(), start, turn);
+        rest.written += written;
+        lock(&self.work).rest = Some(rest);
         self.ring();
     }
 
@@ -379,10 +503,12 @@ impl Seat {
                 }
                 match work.rest.take() {
                     // Nothing of it went out yet and a newer frame is waiting: skip to that.
-                    Some(rest) if rest.written == 0 && work.newer.is_some() => {
+                    Some(rest) if rest.untouched() && work.newer.is_some() => {
                         drop(work);
                         drop(rest);
                         self.skipped(ctx);
+                        // Its credit goes to the newer frame.
+                        self.return_credit();
                         continue;
                     }
                     rest => rest,
@@ -393,25 +519,25 @@ impl Seat {
                 ctx.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            if lock(&self.work).newer.is_none() {
+            // A flow-controlled viewer's newest frame waits for its `drawn` (which rings).
+            if lock(&self.work).newer.is_none() || !self.take_credit() {
                 return Ok(());
             }
             // tungstenite holds the turn while it writes a pong or a close to this socket.
             let turn = within(ctx.send_timeout, async { Ok(self.writer.turn().await) }).await?;
             // Taken only now: anything newer that came while waiting for the turn wins.
             let Some((seq, message)) = lock(&self.work).newer.take() else {
+                self.return_credit();
                 continue;
             };
             if seq < self.begun.load(Ordering::Relaxed) {
                 self.skipped(ctx);
+                self.return_credit();
                 continue;
             }
             self.begun.store(seq + 1, Ordering::Relaxed);
-            let rest = Rest {
-                message,
-                written: 0,
-                _turn: turn,
-            };
+            let start = message.start(self.stamped());
+            let rest = Rest::new(message, start, turn);
             self.write_rest(rest, ctx.send_timeout).await?;
             ctx.stats.delivered.fetch_add(1, Ordering::Relaxed);
         }
@@ -435,7 +561,7 @@ impl Seat {
         loop {
             let rest = lock(&self.work).rest.take();
             match rest {
-                Some(rest) if rest.written > 0 => self.write_rest(rest, stall).await?,
+                Some(rest) if !rest.untouched() => self.write_rest(rest, stall).await?,
                 Some(untouched) => drop(untouched),
                 None => {
                     // A shard may be writing a frame this moment. Once the turn is free
@@ -491,7 +617,7 @@ struct Writing<'a> {
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
         if let Some(rest) = self.rest.take()
-            && rest.written > 0
+            && !rest.untouched()
         {
             lock(&self.seat.work).rest = Some(rest);
         }

@@ -1,6 +1,15 @@
 //! The live viewer sink: browsers connect over WebSocket, send `start`, and receive every
 //! frame as one binary message holding one JPEG, as the original server did.
 //!
+//! A viewer on a slow link would still fall seconds behind: whatever the daemon keeps on its
+//! side, the link's own buffers (a router's queue, the client's socket) fill with frames.
+//! So a viewer may instead send `start credit=N` (the project's own page sends `credit=1`):
+//! it then gets at most N frames before it sends `drawn` for one, and each frame comes
+//! right after a text message with its number and capture time (`{"seq":…,"at":…}`, Unix
+//! milliseconds). Nothing waits in the link's buffers but the frames the viewer asked for,
+//! and while it has no credit, only the newest frame is kept for it. Such a viewer is first
+//! told the daemon's clock (`{"clock":…}`), so it can work out how old a frame is when drawn.
+//!
 //! Frames reach viewers through the sink's [`Fanout`]: a viewer not ready for a frame gets
 //! only the newest one once it is, so a slow viewer skips frames; it never holds up the
 //! camera or other viewers, and never costs more than two frames. Each viewer's own task
@@ -24,9 +33,10 @@ use serde::Deserialize;
 use tracing::{Instrument, debug, info};
 
 use super::{Client, Endpoint, Resource, Sink, SinkConfig, SinkContext, Upgraded, ViewerSlot, WsHandler};
+use crate::bus::Frame;
 use crate::mode::Mode;
 use crate::ratelimit::RateLimit;
-use fanout::{Fanout, Seat};
+use fanout::{Fanout, Framing, Seat};
 use turns::TurnTaking;
 
 /// `type = "websocket"`
@@ -68,7 +78,7 @@ impl SinkConfig for Config {
             return Err(format!("path `{bad}` must start with /"));
         }
         Ok(Arc::new(WebSocketSink {
-            fanout: Fanout::new(ctx.clone(), frame_header),
+            fanout: Fanout::new(ctx.clone(), FRAMING),
             paths: self.paths.clone(),
             ctx,
             next_viewer: AtomicU64::new(1),
@@ -139,23 +149,51 @@ fn viewer_ws_config() -> WebSocketConfig {
 /// one frame, so what it sees is never seconds old.
 const UNSENT_LIMIT: u32 = 16 * 1024;
 
-/// Writes the header of a final, unmasked binary frame of `len` bytes; returns its size.
-/// Server frames are not masked, so the rest of the message on the wire is the shared JPEG
-/// itself, sent to every viewer without a copy of its own (see [`Fanout`]).
-fn frame_header(out: &mut [u8; 10], len: usize) -> usize {
-    out[0] = 0x82; // FIN + binary
+/// Each frame is one binary message, after its stamp for flow-controlled viewers.
+const FRAMING: Framing = Framing {
+    head: frame_header,
+    tail: b"",
+    stamp: Some(frame_stamp),
+};
+
+/// The most frames a viewer may ask to have in flight (`start credit=N`).
+const MAX_CREDIT: u32 = 8;
+
+/// Appends the header of a final, unmasked binary frame of `len` bytes. Server frames are
+/// not masked, so the rest of the message on the wire is the shared JPEG itself, sent to
+/// every viewer without a copy of its own (see [`Fanout`]).
+fn frame_header(out: &mut Vec<u8>, len: usize) {
+    out.push(0x82); // FIN + binary
     if len < 126 {
-        out[1] = len as u8;
-        2
+        out.push(len as u8);
     } else if let Ok(short) = u16::try_from(len) {
-        out[1] = 126;
-        out[2..4].copy_from_slice(&short.to_be_bytes());
-        4
+        out.push(126);
+        out.extend_from_slice(&short.to_be_bytes());
     } else {
-        out[1] = 127;
-        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
+        out.push(127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
     }
+}
+
+/// Appends a text message with the frame's number and capture time, for flow-controlled
+/// viewers.
+fn frame_stamp(out: &mut Vec<u8>, frame: &Frame) {
+    text_message(
+        out,
+        &format!(r#"{{"seq":{},"at":{}}}"#, frame.seq, unix_ms(frame.at)),
+    );
+}
+
+/// Appends a final, unmasked text message shorter than 126 bytes.
+fn text_message(out: &mut Vec<u8>, text: &str) {
+    out.push(0x81); // FIN + text
+    out.push(text.len().min(125) as u8);
+    out.extend_from_slice(&text.as_bytes()[..text.len().min(125)]);
+}
+
+fn unix_ms(at: std::time::SystemTime) -> u128 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }
 
 /// What woke a viewer's task.
@@ -268,8 +306,11 @@ async fn next_control(control: &async_channel::Receiver<Control>, endings: &Endi
 
 /// What the viewer asked for, as read by [`read_controls`].
 enum Control {
-    Start,
+    /// `start`, or `start credit=N` for flow control.
+    Start(Option<u32>),
     Stop,
+    /// A flow-controlled viewer drew a frame.
+    Drawn,
     /// The connection is over.
     Closed(Ending),
 }
@@ -309,8 +350,28 @@ async fn linger(socket: &turns::FrameWriter) {
     .await;
 }
 
-/// Reads the viewer's messages: `start` and `stop` (anything else is ignored, as the
-/// original server did), until the connection closes or breaks.
+/// A viewer's text message, if it is one the daemon knows (others are ignored, as the
+/// original server ignored them).
+fn parse_control(text: &str) -> Option<Control> {
+    let mut words = text.split_ascii_whitespace();
+    let control = match (words.next()?, words.next()) {
+        ("start", None) => Control::Start(None),
+        ("start", Some(option)) => {
+            let credit = option.strip_prefix("credit=")?.parse::<u32>().ok()?;
+            if !(1..=MAX_CREDIT).contains(&credit) {
+                return None;
+            }
+            Control::Start(Some(credit))
+        }
+        ("stop", None) => Control::Stop,
+        ("drawn", None) => Control::Drawn,
+        _ => return None,
+    };
+    words.next().is_none().then_some(control)
+}
+
+/// Reads the viewer's messages (see [`parse_control`]), until the connection closes or
+/// breaks.
 async fn read_controls(
     mut rx: async_tungstenite::WebSocketReceiver<turns::TurnTaking>,
     out: async_channel::Sender<Control>,
@@ -318,10 +379,9 @@ async fn read_controls(
 ) {
     loop {
         let control = match rx.next().await {
-            Some(Ok(Message::Text(text))) => match text.as_str().trim() {
-                "start" => Control::Start,
-                "stop" => Control::Stop,
-                _ => continue,
+            Some(Ok(Message::Text(text))) => match parse_control(text.as_str()) {
+                Some(control) => control,
+                None => continue,
             },
             Some(Ok(Message::Close(_))) => {
                 // tungstenite has queued its answering Close (RFC 6455 §5.5.1); it goes out
@@ -421,7 +481,8 @@ impl WebSocketSink {
                                 break Err(Ending::Broken);
                             }
                             Err(Control::Stop) => self.stop(&seat, &mut slot, &mut endings),
-                            Err(Control::Start) => {}
+                            Err(Control::Drawn) => seat.drawn(),
+                            Err(Control::Start(_)) => {}
                             Err(Control::Closed(close)) => break Err(close),
                         }
                     };
@@ -434,7 +495,7 @@ impl WebSocketSink {
                         last_dropped = dropped;
                     }
                 }
-                Event::Control(Control::Start) if slot.is_none() => {
+                Event::Control(Control::Start(credit)) if slot.is_none() => {
                     if !self.ctx.is_enabled() {
                         break Ending::Close((CloseCode::Policy, "live view is off in this mode"));
                     }
@@ -442,14 +503,19 @@ impl WebSocketSink {
                         self.refused();
                         break Ending::Close((CloseCode::Again, TOO_MANY_VIEWERS));
                     };
-                    info!(viewers = taken.total(), "viewer started watching");
+                    if credit.is_some() && !tell_clock(&mut tx).await {
+                        break Ending::Broken;
+                    }
+                    info!(viewers = taken.total(), ?credit, "viewer started watching");
                     slot = Some(taken);
                     watched = true;
                     endings.start_by = None;
+                    seat.set_credit(credit);
                     self.fanout.join(&seat);
                 }
                 Event::Control(Control::Stop) => self.stop(&seat, &mut slot, &mut endings),
-                Event::Control(Control::Start) => {}
+                Event::Control(Control::Drawn) => seat.drawn(),
+                Event::Control(Control::Start(_)) => {}
                 Event::Control(Control::Closed(close)) => break close,
             }
         };
@@ -514,6 +580,18 @@ impl WebSocketSink {
     }
 }
 
+/// Tells a flow-controlled viewer the daemon's clock, before its first frame; false if the
+/// socket takes nothing for a while (the viewer is not reading).
+async fn tell_clock(tx: &mut async_tungstenite::WebSocketSender<TurnTaking>) -> bool {
+    let clock = format!(r#"{{"clock":{}}}"#, unix_ms(std::time::SystemTime::now()));
+    let send = async { tx.send(Message::text(clock)).await.is_ok() };
+    let late = async {
+        smol::Timer::after(CLOSE_WITHIN).await;
+        false
+    };
+    future::or(send, late).await
+}
+
 /// What a viewer beyond `max_viewers` is told.
 const TOO_MANY_VIEWERS: &str = "too many viewers; try again later";
 
@@ -527,9 +605,9 @@ mod tests {
     fn hand_built_frames_parse_as_binary_messages() {
         for len in [0usize, 5, 125, 126, 65_535, 65_536, 200_000] {
             let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let mut header = [0u8; 10];
-            let n = frame_header(&mut header, len);
-            let wire = [&header[..n], &payload[..]].concat();
+            let mut wire = Vec::new();
+            frame_header(&mut wire, len);
+            wire.extend_from_slice(&payload);
             let mut ws = async_tungstenite::tungstenite::WebSocket::from_raw_socket(
                 std::io::Cursor::new(wire),
                 Role::Client,
@@ -539,6 +617,58 @@ mod tests {
                 Message::Binary(got) => assert_eq!(got.as_ref(), payload.as_slice(), "len {len}"),
                 other => panic!("not binary: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn stamps_parse_as_text_messages_with_the_frames_number_and_time() {
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(1_764_770_000_123);
+        let frame = Frame {
+            seq: u64::MAX,
+            at,
+            jpeg: bytes::Bytes::new(),
+        };
+        let mut wire = Vec::new();
+        frame_stamp(&mut wire, &frame);
+        let mut ws = async_tungstenite::tungstenite::WebSocket::from_raw_socket(
+            std::io::Cursor::new(wire),
+            Role::Client,
+            None,
+        );
+        match ws.read().expect("a message") {
+            Message::Text(text) => assert_eq!(
+                text.as_str(),
+                r#"{"seq":18446744073709551615,"at":1764770000123}"#
+            ),
+            other => panic!("not text: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn controls_are_start_with_or_without_credit_stop_and_drawn() {
+        let parsed = |text| match parse_control(text) {
+            Some(Control::Start(credit)) => format!("start {credit:?}"),
+            Some(Control::Stop) => "stop".into(),
+            Some(Control::Drawn) => "drawn".into(),
+            Some(Control::Closed(_)) => "closed".into(),
+            None => "ignored".into(),
+        };
+        assert_eq!(parsed(" start\n"), "start None");
+        assert_eq!(parsed("start credit=1"), "start Some(1)");
+        assert_eq!(parsed("start credit=8"), "start Some(8)");
+        assert_eq!(parsed("stop"), "stop");
+        assert_eq!(parsed("drawn"), "drawn");
+        for ignored in [
+            "start credit=0",
+            "start credit=9",
+            "start credit=x",
+            "start now",
+            "start credit=1 x",
+            "drawn 5",
+            "",
+            "hello",
+        ] {
+            assert_eq!(parsed(ignored), "ignored", "{ignored:?}");
         }
     }
 }

@@ -1,6 +1,10 @@
-// Live viewer: one WebSocket, text "start"/"stop", one JPEG per binary message.
-// Frames are decoded off the main thread (createImageBitmap) and drawn to a canvas; while
-// one decodes, newer ones replace the pending one, so a slow device shows the newest frame.
+// Live viewer: one WebSocket, one JPEG per binary message. The page asks for flow control
+// ("start credit=1"): the daemon sends a frame only once the page has said "drawn" for the
+// one before, so on a slow link only one frame is ever on its way and what is drawn is
+// never seconds old. Each frame follows a text stamp with its number and capture time, and
+// the daemon's clock comes first, so the page can say how old a frame is when drawn
+// (window.croissant.latencyMs, also in the overlay). Frames are decoded off the main thread
+// (createImageBitmap) and drawn to a canvas.
 (() => {
   const canvas = document.getElementById('canvas');
   const ctx = canvas.getContext('2d');
@@ -29,7 +33,11 @@
   let drawn = [];
   let everOpened = false;
   let stalledSince = 0;
-  window.croissant = { frames: 0, reconnects: 0, fps: 0 };
+  // The daemon's clock minus ours (ms), from its "clock" message; the newest stamp.
+  let clockOffset = 0;
+  let startSentAt = 0;
+  let stamp = null;
+  window.croissant = { frames: 0, reconnects: 0, fps: 0, latencyMs: null, seq: null };
 
   function setState(text) {
     stateText.textContent = text;
@@ -49,11 +57,19 @@
       window.croissant.openedAt = performance.now();
       setState('Waiting for the camera…');
       message.textContent = 'Starting the camera…';
-      socket.send('start');
+      startSentAt = Date.now();
+      stamp = null;
+      socket.send('start credit=1');
     };
     socket.onmessage = (event) => {
-      if (typeof event.data === 'string') return;
-      pending = event.data;
+      if (typeof event.data === 'string') {
+        onText(event.data);
+        return;
+      }
+      // Newer replaces pending; the replaced one is done with all the same.
+      if (pending) done(socket);
+      pending = { blob: event.data, stamp, socket };
+      stamp = null;
       lastFrameAt = performance.now();
       if (!decoding) drawNext();
     };
@@ -85,10 +101,27 @@
     } catch (e) { /* the daemon is away: keep retrying */ }
   }
 
+  function onText(text) {
+    let message;
+    try { message = JSON.parse(text); } catch (e) { return; }
+    if (typeof message.clock === 'number') {
+      // Half the round trip is the best guess of when the daemon read its clock.
+      const now = Date.now();
+      clockOffset = message.clock - (startSentAt + now) / 2;
+    } else if (typeof message.at === 'number') {
+      stamp = message;
+    }
+  }
+
+  // A frame is drawn (or skipped): the daemon may send the next one.
+  function done(socket) {
+    if (socket.readyState === WebSocket.OPEN) socket.send('drawn');
+  }
+
   async function drawNext() {
     decoding = true;
     while (pending) {
-      const blob = pending;
+      const { blob, stamp: frameStamp, socket } = pending;
       pending = null;
       try {
         const bitmap = await createImageBitmap(blob);
@@ -101,11 +134,16 @@
         const now = performance.now();
         drawn.push(now);
         window.croissant.frames++;
+        if (frameStamp) {
+          window.croissant.latencyMs = Math.max(0, Math.round(Date.now() + clockOffset - frameStamp.at));
+          window.croissant.seq = frameStamp.seq;
+        }
         message.textContent = '';
         setState('Live');
       } catch (e) {
         // A frame that does not decode is skipped; the next one replaces it.
       }
+      done(socket);
     }
     decoding = false;
   }
@@ -137,7 +175,8 @@
     else if (viewer.requestFullscreen) viewer.requestFullscreen();
   });
 
-  // Overlay: frames drawn per second over the last two seconds, and the newest frame's age.
+  // Overlay: frames drawn per second over the last two seconds, and how old the newest
+  // frame was when drawn (capture to screen), or else how long ago it came.
   setInterval(() => {
     if (!wanted) return;
     const now = performance.now();
@@ -145,7 +184,9 @@
     const fps = drawn.length > 1 ? (drawn.length - 1) / ((drawn[drawn.length - 1] - drawn[0]) / 1000) : 0;
     window.croissant.fps = fps;
     const age = lastFrameAt ? Math.round(now - lastFrameAt) : null;
-    overlay.textContent = `${fps.toFixed(1)} fps` + (age !== null ? ` · ${age} ms` : '');
+    const latency = window.croissant.latencyMs;
+    overlay.textContent = `${fps.toFixed(1)} fps` +
+      (latency !== null ? ` · ${latency} ms latency` : age !== null ? ` · ${age} ms` : '');
     const quiet = ws && ws.readyState === WebSocket.OPEN && now - Math.max(lastFrameAt, openedAt()) > 5000;
     if (quiet && !stalledSince) {
       stalledSince = now;
