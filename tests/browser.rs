@@ -5,9 +5,10 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::cdp::Browser;
+use common::throttle::SlowLink;
 use common::*;
 use rustix::process::Signal;
 
@@ -292,5 +293,109 @@ fn logging_in_works_in_a_real_browser() {
     assert_eq!(
         browser.eval("document.getElementById('next').value"),
         "recordings"
+    );
+}
+
+/// fakecam's 1280x720 frames of about 100 KB, at 15 fps.
+const HD_CAMERA: &str = r#""--width", "1280", "--height", "720", "--fps", "15", "--noise", "11""#;
+/// A 2 Mbit/s link whose buffer holds 1 MiB: one of those frames alone takes ~410 ms on it.
+const LINK_RATE: usize = 250_000;
+const LINK_QUEUE: usize = 1 << 20;
+
+/// The `us=` fakecam wrote into a frame, as an age now.
+fn age_ms(frame: &[u8]) -> u64 {
+    let written = comment_field(frame, "us=").expect("fakecam's time") / 1000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    now.saturating_sub(written)
+}
+
+/// `window.croissant`'s `frames` and `seq` (the stamp of the newest frame drawn).
+fn drawn(browser: &mut Browser) -> (u64, u64) {
+    let stats = browser.eval("JSON.stringify([window.croissant.frames, window.croissant.seq])");
+    let [frames, seq]: [u64; 2] =
+        serde_json::from_str(stats.as_str().expect("stats")).expect("frames and seq");
+    (frames, seq)
+}
+
+#[test]
+fn live_stays_live_on_a_slow_deep_link_and_shows_every_frame_on_a_fast_one() {
+    let daemon = Daemon::start(&fakecam_config(HD_CAMERA, ""));
+    let link = SlowLink::start(daemon.port, LINK_RATE, LINK_QUEUE);
+
+    // The link is as slow and deep as it says: a viewer that takes whatever comes (the
+    // original protocol) soon sees frames seconds old.
+    let mut plain = Viewer::connect(link.port, "/");
+    plain.send("start");
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut age = 0;
+    while Instant::now() < until {
+        age = age_ms(&plain.frame());
+    }
+    assert!(
+        age > 2000,
+        "through the link, a plain viewer's frames are only {age} ms old"
+    );
+    drop(plain);
+
+    // The page through the same link: what it draws is never much older than one frame's
+    // time on the link.
+    let mut browser = Browser::launch();
+    browser.goto(&format!("http://127.0.0.1:{}/stream", link.port));
+    browser.eval("document.getElementById('toggle').click()");
+    browser.wait_for(
+        "frames through the link",
+        Duration::from_secs(30),
+        "window.croissant.frames > 2",
+    );
+    // Each frame's latency, by its number, as the page reports it.
+    browser.eval(
+        "window.seen = {}; setInterval(() => { const c = window.croissant; \
+         if (c.seq !== null) window.seen[c.seq] = c.latencyMs; }, 20)",
+    );
+    // The measurement itself: 30 s of frames.
+    std::thread::sleep(Duration::from_secs(30));
+    let seen = browser.eval("JSON.stringify(Object.values(window.seen))");
+    let mut latencies: Vec<f64> = serde_json::from_str(seen.as_str().expect("latencies")).expect("numbers");
+    latencies.sort_by(f64::total_cmp);
+    assert!(
+        latencies.len() >= 20,
+        "only {} frames drawn in 30 s",
+        latencies.len()
+    );
+    let p95 = latencies[latencies.len() * 95 / 100];
+    eprintln!(
+        "through the link: {} frames in 30 s, latency median {} ms, p95 {p95} ms",
+        latencies.len(),
+        latencies[latencies.len() / 2]
+    );
+    assert!(
+        p95 < 700.0,
+        "latency p95 {p95} ms through the link: {latencies:?}"
+    );
+    let overlay = browser.eval("document.getElementById('overlay').textContent");
+    assert!(
+        overlay.as_str().is_some_and(|t| t.contains("ms latency")),
+        "overlay: {overlay}"
+    );
+
+    // The same page straight to the daemon draws every frame the camera makes.
+    browser.goto(&format!("http://127.0.0.1:{}/stream", daemon.port));
+    browser.eval("document.getElementById('toggle').click()");
+    browser.wait_for("frames", Duration::from_secs(10), "window.croissant.frames > 5");
+    let (frames, seq) = drawn(&mut browser);
+    browser.wait_for(
+        "three seconds of frames",
+        Duration::from_secs(20),
+        &format!("window.croissant.frames >= {}", frames + 45),
+    );
+    let (frames_after, seq_after) = drawn(&mut browser);
+    assert_eq!(
+        seq_after - seq,
+        frames_after - frames,
+        "frames {seq}..{seq_after} came, but the page drew {}",
+        frames_after - frames
     );
 }

@@ -13,6 +13,7 @@ use tungstenite::{Message, WebSocket};
 pub mod access;
 pub mod cdp;
 pub mod nginx;
+pub mod throttle;
 
 pub const CROISSANT: &str = env!("CARGO_BIN_EXE_croissant");
 pub const FAKECAM: &str = env!("CARGO_BIN_EXE_fakecam");
