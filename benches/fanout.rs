@@ -6,7 +6,7 @@
 //! - `writev loop`: one thread writes every viewer in turn with one `writev` each (blocking
 //!   sockets). No runtime, no wake-ups: the kernel's own cost of a send.
 //! - `sendfile loop`: the same, but each frame is staged once (the daemon's own
-//!   [`croissant::sinks::websocket::staging::Stage`]) and every viewer gets it with `sendfile`, so the kernel
+//!   [`croissant::sinks::fanout::staging::Stage`]) and every viewer gets it with `sendfile`, so the kernel
 //!   references the pages instead of copying them.
 //! - `task per viewer`: smol on two threads, one task per viewer woken by its own queue for
 //!   every frame, as a daemon with one task per connection does.
@@ -21,7 +21,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use croissant::sinks::websocket::staging::Stage;
+use croissant::sinks::fanout::staging::Stage;
 use futures_lite::AsyncWriteExt;
 
 const SIZES: [(&str, usize, u32); 2] = [("640x480@30", 30_000, 30), ("1280x720@15", 100_000, 15)];

@@ -1,27 +1,31 @@
 //! MJPEG over HTTP (`type = "http-mjpeg"`): `multipart/x-mixed-replace`, the format `<img>`
 //! tags, VLC, ffmpeg, Home Assistant and OctoPrint read. Every part carries its
 //! `Content-Length`. Each client is a viewer like a WebSocket one: it counts for on-demand
-//! mode and has a newest-frame-wins queue, so a slow client skips frames.
+//! mode, and its frames go through the same [`Fanout`], so they cost the same: the HTTP
+//! layer writes the response head, then the fan-out writes each part straight to the
+//! socket (in a chunk of its own for HTTP/1.1), and a slow client skips frames.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use bytes::Bytes;
+use futures_lite::future;
 use serde::Deserialize;
 use tide::{Body, Response, StatusCode};
 use tracing::info;
 
-use super::{Client, Endpoint, Resource, Sink, SinkConfig, SinkContext, ViewerSlot};
-use crate::bus::{Policy, Subscription};
-use crate::metrics::SinkStats;
+use super::fanout::{Fanout, FrameWriter, Framing, Seat};
+use super::{BodySocket, Client, Endpoint, Resource, Sink, SinkConfig, SinkContext, ViewerSlot};
 use crate::mode::Mode;
 
 const BOUNDARY: &str = "croissantframe";
 /// What ends the multipart body (RFC 2046 §5.1.1), sent when the daemon stops.
 const CLOSING: &[u8] = b"--croissantframe--\r\n";
+/// How long a frame begun may take to finish when the stream ends.
+const FINISH_WITHIN: Duration = Duration::from_secs(1);
 
 /// `type = "http-mjpeg"`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -52,6 +56,8 @@ impl SinkConfig for Config {
         }
         Ok(Arc::new(MjpegSink {
             path: self.path.clone(),
+            chunked: Arc::new(Fanout::new(ctx.clone(), CHUNKED)),
+            whole: Arc::new(Fanout::new(ctx.clone(), WHOLE)),
             ctx,
         }))
     }
@@ -60,7 +66,40 @@ impl SinkConfig for Config {
 /// The running sink.
 pub struct MjpegSink {
     path: String,
+    /// HTTP/1.1 clients, whose body is chunked.
+    chunked: Arc<Fanout>,
+    /// HTTP/1.0 clients, whose body ends with the connection.
+    whole: Arc<Fanout>,
     ctx: SinkContext,
+}
+
+/// Each frame is one part: its header, the JPEG, and the line break before the next
+/// boundary.
+const WHOLE: Framing = Framing {
+    head: part_head,
+    tail: b"\r\n",
+    stamp: None,
+};
+
+/// The same parts, each in a chunk of its own (RFC 9112 §7.1).
+const CHUNKED: Framing = Framing {
+    head: chunk_and_part_head,
+    tail: b"\r\n\r\n",
+    stamp: None,
+};
+
+fn part_head(out: &mut Vec<u8>, len: usize) {
+    out.extend_from_slice(
+        format!("--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
+    );
+}
+
+fn chunk_and_part_head(out: &mut Vec<u8>, len: usize) {
+    let mut part = Vec::with_capacity(96);
+    part_head(&mut part, len);
+    let chunk = part.len() + len + 2;
+    out.extend_from_slice(format!("{chunk:x}\r\n").as_bytes());
+    out.extend_from_slice(&part);
 }
 
 impl Sink for MjpegSink {
@@ -78,6 +117,10 @@ impl MjpegSink {
             res.set_body("this stream is off in the current mode");
             return res;
         }
+        let Some(socket) = client.body_socket.clone() else {
+            // Every plain request comes with its socket; this one came another way.
+            return Response::new(StatusCode::InternalServerError);
+        };
         let Some(viewer) = self.ctx.viewer() else {
             let mut res = Response::new(StatusCode::ServiceUnavailable);
             res.set_body(self.ctx.too_many_viewers());
@@ -85,24 +128,15 @@ impl MjpegSink {
             return res;
         };
         info!(sink = %self.ctx.name, peer = %client.peer, "MJPEG client connected");
-        let shutdown = self.ctx.shutdown.clone();
-        let retired = self.ctx.retired.clone();
-        let ends = async move {
-            // The login session the client came with, if any: its stream ends with it.
-            match client.session {
-                Some(session) => futures_lite::future::or(shutdown.wait(), session.wait()).await,
-                None => shutdown.wait().await,
-            }
+        let fanout = if socket.chunked {
+            self.chunked.clone()
+        } else {
+            self.whole.clone()
         };
-        // A reload that removes or rebuilds the sink ends the stream too; the client's
-        // reconnect finds the new one.
-        let ends = async move { futures_lite::future::or(ends, async move { retired.wait().await }).await };
+        let stream = stream_frames(fanout, socket, self.ctx.clone(), Ends::new(&self.ctx, client));
         let parts = Parts {
-            subscription: self.ctx.subscribe(Policy::Latest),
-            pending: None,
+            stream: Mutex::new(Some(Box::pin(stream))),
             closing: None,
-            stats: self.ctx.stats.clone(),
-            ends: Box::pin(ends),
             _viewer: viewer,
         };
         let mut res = Response::new(StatusCode::Ok);
@@ -117,81 +151,134 @@ impl MjpegSink {
     }
 }
 
-/// The response body: one part per frame, read from the client's queue as the
-/// connection drains. Dropped (unsubscribing) when the client goes away; ends, so the
-/// chunked body is terminated properly, when the daemon stops or the client's session does.
+/// What ends a client's stream cleanly: the daemon stopping, a reload removing or
+/// rebuilding the sink (the client's reconnect finds the new one), or the end of the login
+/// session the client came with.
+struct Ends {
+    shutdown: crate::shutdown::Signal,
+    retired: crate::shutdown::Signal,
+    session: Option<crate::shutdown::Ending>,
+}
+
+impl Ends {
+    fn new(ctx: &SinkContext, client: Client) -> Ends {
+        Ends {
+            shutdown: ctx.shutdown.clone(),
+            retired: ctx.retired.clone(),
+            session: client.session,
+        }
+    }
+
+    /// Resolves when one of them happens (at once if one has).
+    async fn wait(&self) {
+        let sink = future::or(self.shutdown.wait(), self.retired.wait());
+        match &self.session {
+            Some(session) => future::or(sink, session.wait()).await,
+            None => sink.await,
+        }
+    }
+
+    /// `work`'s outcome, or `None` when one of them happens first.
+    async fn unless<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        future::or(async { Some(work.await) }, async {
+            self.wait().await;
+            None
+        })
+        .await
+    }
+}
+
+/// A client's frames, written by the fan-out straight to its socket once the response head
+/// is out. Resolves when the stream should end cleanly (with the closing delimiter, which
+/// goes out through the HTTP layer), or fails when the client is gone or stopped reading.
+async fn stream_frames(
+    fanout: Arc<Fanout>,
+    socket: BodySocket,
+    ctx: SinkContext,
+    ends: Ends,
+) -> io::Result<()> {
+    // The HTTP layer asks for the body right after it buffered the head.
+    socket.handover.ask();
+    if ends.unless(socket.handover.head_sent()).await.is_none() {
+        return Ok(());
+    }
+    let seat = Seat::new(FrameWriter::alone(socket.stream.clone()));
+    let watching = Watching::join(fanout, seat.clone());
+    // A client slower than the camera has work waiting: its frame to finish, then the
+    // newest it missed.
+    while ends.unless(seat.work_waiting()).await.is_some() {
+        match ends.unless(seat.catch_up(&ctx)).await {
+            Some(Ok(())) => {}
+            Some(Err(error)) => return Err(error),
+            None => break,
+        }
+    }
+    drop(watching);
+    // A part begun is finished first: the closing delimiter must not land inside it.
+    seat.finish(FINISH_WITHIN).await
+}
+
+/// A seat in the fan-out, left when dropped (the client went away, or the stream ended).
+struct Watching {
+    fanout: Arc<Fanout>,
+    seat: Arc<Seat>,
+}
+
+impl Watching {
+    fn join(fanout: Arc<Fanout>, seat: Arc<Seat>) -> Watching {
+        fanout.join(&seat);
+        Watching { fanout, seat }
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.fanout.leave(&self.seat);
+    }
+}
+
+type Stream = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+/// The response body as the HTTP layer sees it: nothing while the fan-out writes the parts
+/// past it, then the closing delimiter. Dropped (leaving the fan-out) when the client goes
+/// away.
 struct Parts {
-    subscription: Subscription,
-    /// The part being sent: its header, its JPEG, and how much of both went out.
-    pending: Option<(Vec<u8>, Bytes, usize)>,
-    /// Once the daemon stops: how much of [`CLOSING`] went out.
+    /// In a mutex only so the body is `Sync`, as tide wants; never contended.
+    stream: Mutex<Option<Stream>>,
+    /// Once the stream has ended cleanly: how much of [`CLOSING`] went out.
     closing: Option<usize>,
-    stats: Arc<SinkStats>,
-    /// The daemon's shutdown, the end of the client's login session, or a reload retiring
-    /// the sink.
-    ends: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
     _viewer: ViewerSlot,
 }
 
 impl futures_lite::AsyncBufRead for Parts {
-    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<&[u8]>> {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
         let this = self.get_mut();
-        if let Some(sent) = this.closing {
-            return Poll::Ready(Ok(&CLOSING[sent.min(CLOSING.len())..]));
-        }
-        if this.pending.is_none() {
-            // Between parts is the only place the stream can end cleanly.
-            if this.ends.as_mut().poll(cx).is_ready() {
-                this.closing = Some(0);
-                return Poll::Ready(Ok(CLOSING));
-            }
-            match this.subscription.poll_recv(cx) {
-                Poll::Ready(frame) => {
-                    let header = format!(
-                        "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
-                        frame.jpeg.len()
-                    );
-                    this.pending = Some((header.into_bytes(), frame.jpeg, 0));
-                }
+        if this.closing.is_none() {
+            let stream = this.stream.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let Some(running) = stream.as_mut() else {
+                return Poll::Ready(Ok(&[]));
+            };
+            let ended = match running.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
-            }
+                Poll::Ready(ended) => ended,
+            };
+            *stream = None;
+            ended?;
+            this.closing = Some(0);
         }
-        let Some((header, jpeg, sent)) = &this.pending else {
-            return Poll::Pending;
-        };
-        // The part goes out as its header, its JPEG (straight from the shared frame), and
-        // the line break before the next boundary.
-        let sent = *sent;
-        let rest: &[u8] = if sent < header.len() {
-            &header[sent..]
-        } else if sent < header.len() + jpeg.len() {
-            &jpeg[sent - header.len()..]
-        } else {
-            &b"\r\n"[sent - header.len() - jpeg.len()..]
-        };
-        Poll::Ready(Ok(rest))
+        let sent = this.closing.unwrap_or(0);
+        Poll::Ready(Ok(&CLOSING[sent.min(CLOSING.len())..]))
     }
 
     fn consume(self: Pin<&mut Self>, amount: usize) {
-        let this = self.get_mut();
-        if let Some(sent) = &mut this.closing {
+        if let Some(sent) = &mut self.get_mut().closing {
             *sent += amount;
-        } else if let Some((header, jpeg, sent)) = &mut this.pending {
-            *sent += amount;
-            if *sent >= header.len() + jpeg.len() + 2 {
-                this.pending = None;
-                this.stats.delivered.fetch_add(1, Ordering::Relaxed);
-            }
         }
     }
 }
 
 impl futures_lite::AsyncRead for Parts {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         use futures_lite::AsyncBufRead;
         let n = match self.as_mut().poll_fill_buf(cx) {
             Poll::Ready(Ok(available)) => {

@@ -19,10 +19,13 @@ use crate::metrics::{Metrics, SeriesName, SinkStats};
 use crate::mode::Mode;
 use crate::recordings::Recordings;
 use crate::shutdown::Signal;
-pub use endpoint::{BoxFuture, Client, Endpoint, Endpoints, GetHandler, Upgraded, WsHandler};
+pub use endpoint::{
+    BodySocket, BoxFuture, Client, Endpoint, Endpoints, GetHandler, Handover, Upgraded, WsHandler,
+};
 
 pub mod encoder;
 pub mod endpoint;
+pub mod fanout;
 pub mod mjpeg;
 pub mod mkv;
 pub mod recorder;

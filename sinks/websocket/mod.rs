@@ -15,8 +15,6 @@
 //! camera or other viewers, and never costs more than two frames. Each viewer's own task
 //! handles its messages (`start`, `stop`) and the frames it has to catch up on.
 
-pub mod fanout;
-pub mod staging;
 pub mod turns;
 
 use std::sync::Arc;
@@ -36,7 +34,7 @@ use super::{Client, Endpoint, Resource, Sink, SinkConfig, SinkContext, Upgraded,
 use crate::bus::Frame;
 use crate::mode::Mode;
 use crate::ratelimit::RateLimit;
-use fanout::{Fanout, Framing, Seat};
+use crate::sinks::fanout::{Fanout, FrameWriter, Framing, Seat};
 use turns::TurnTaking;
 
 /// `type = "websocket"`
@@ -330,7 +328,7 @@ enum Ending {
 /// kernel send a reset, and the viewer's kernel then throws away what the viewer had not
 /// read yet: the end of the last frame, and the close. So the daemon stops writing, and
 /// reads and drops what comes until the viewer hangs up (for a second at most).
-async fn linger(socket: &turns::FrameWriter) {
+async fn linger(socket: &FrameWriter) {
     let socket = socket.socket();
     let _ = socket.get_ref().shutdown(std::net::Shutdown::Write);
     let drain = async {

@@ -1,22 +1,20 @@
 //! One WebSocket connection, two writers: the fan-out writes frames straight to the socket
-//! (`fanout.rs`: one `writev` or `sendfile`, no copy of its own), while tungstenite,
+//! (`sinks/fanout`: one `writev` or `sendfile`, no copy of its own), while tungstenite,
 //! reading the viewer's messages in another task, answers pings and closes on its own.
 //! Bytes of one message must never land inside another, so the two take turns: whoever
 //! starts a message holds the turn until the whole of it is in the kernel.
 
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
-use smol::Async;
 use smol::lock::{Mutex, MutexGuardArc};
 use smol::net::TcpStream;
 
-type Turn = Arc<Mutex<()>>;
+use crate::sinks::fanout::{FrameWriter, Turn};
 type Waiting = Pin<Box<dyn Future<Output = MutexGuardArc<()>> + Send>>;
 
 /// The socket as tungstenite sees it: its writes wait for the frame writer's turn to end,
@@ -41,10 +39,7 @@ impl TurnTaking {
 
     /// The other writer of this connection.
     pub fn frame_writer(&self) -> FrameWriter {
-        FrameWriter {
-            socket: Arc::from(self.socket.clone()),
-            turn: self.turn.clone(),
-        }
+        FrameWriter::sharing(Arc::from(self.socket.clone()), self.turn.clone())
     }
 
     fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -61,42 +56,6 @@ impl TurnTaking {
             }
             Poll::Pending => Poll::Pending,
         }
-    }
-}
-
-/// The socket as the frame writer sees it: it takes the turn for a whole message, writes it
-/// with whatever system call suits, and gives the turn back.
-pub struct FrameWriter {
-    socket: Arc<Async<std::net::TcpStream>>,
-    turn: Turn,
-}
-
-impl FrameWriter {
-    /// The turn, if no one holds it.
-    pub fn try_turn(&self) -> Option<MutexGuardArc<()>> {
-        self.turn.try_lock_arc()
-    }
-
-    /// The turn, once tungstenite has finished what it is writing.
-    pub async fn turn(&self) -> MutexGuardArc<()> {
-        self.turn.lock_arc().await
-    }
-
-    /// The socket, to write while holding the turn.
-    pub fn socket(&self) -> &Async<std::net::TcpStream> {
-        &self.socket
-    }
-}
-
-impl AsFd for FrameWriter {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
-    }
-}
-
-impl AsRawFd for FrameWriter {
-    fn as_raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
     }
 }
 

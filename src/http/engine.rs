@@ -34,7 +34,7 @@ use super::{AppState, RouteLabels};
 use crate::http::access::{Guard, UpgradeHeads};
 use crate::metrics::Metrics;
 use crate::shutdown::Signal;
-use crate::sinks::{Client, Endpoint, Endpoints, Upgraded, WsHandler};
+use crate::sinks::{BodySocket, Client, Endpoint, Endpoints, Handover, Upgraded, WsHandler};
 
 /// Bodies the daemon accepts (a mode switch, a login) are a few bytes.
 pub const MAX_BODY: usize = 4096;
@@ -80,13 +80,16 @@ pub async fn serve_connection(
     if let Err(error) = crate::net::limit_unsent(&stream, UNSENT_LIMIT) {
         debug!(%peer, %error, "cannot limit the socket's unsent bytes");
     }
-    let io = FuturesIo::new(Socket::new(stream, front.send_timeout));
+    let handover = Arc::new(Handover::default());
+    let connection = (stream.clone(), handover.clone());
+    let io = FuturesIo::new(Socket::new(stream, front.send_timeout, handover));
     let shutdown = front.shutdown.clone();
     let head_timeout = front.head_timeout;
     let service = hyper::service::service_fn(move |req| {
         let front = front.clone();
         let permit = permit.clone();
-        async move { Ok::<_, Infallible>(front.respond(req, peer, permit).await) }
+        let connection = connection.clone();
+        async move { Ok::<_, Infallible>(front.respond(req, peer, permit, connection).await) }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -122,6 +125,7 @@ impl Front {
         mut req: Request<Incoming>,
         peer: SocketAddr,
         permit: Arc<ConnectionPermit>,
+        (stream, handover): (TcpStream, Arc<Handover>),
     ) -> Response<Outgoing> {
         // RFC 9112 §3.2.2: a target in absolute form names the host; the Host header is
         // ignored, so every check below looks at the one the client asked for.
@@ -158,10 +162,17 @@ impl Front {
                 return self.refuse(&route, StatusCode::BAD_REQUEST, "Malformed body");
             }
         };
-        let request = match to_tide(parts, body, peer) {
+        let mut request = match to_tide(parts, body, peer) {
             Ok(request) => request,
             Err((status, error)) => return self.refuse(&route, status, error),
         };
+        // A sink may write the body of its answer itself (an MJPEG stream).
+        handover.reset();
+        request.ext_mut().insert(BodySocket {
+            stream,
+            chunked: version != Version::HTTP_10,
+            handover,
+        });
         match self.app.respond::<_, http_types::Response>(request).await {
             Ok(response) => {
                 let mut response = from_tide(response);
@@ -282,7 +293,12 @@ impl Front {
                 // Bytes the client sent right behind its request belong to the WebSocket.
                 early: parts.read_buf.to_vec(),
             };
-            handler(upgraded, Client { peer, session }).await;
+            let client = Client {
+                peer,
+                session,
+                body_socket: None,
+            };
+            handler(upgraded, client).await;
         })
         .detach();
         self.metrics.http_request(route, 101);

@@ -29,7 +29,12 @@ impl tide::Middleware<AppState> for SinkEndpoints {
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
         // The login session the client came with, if any: its stream ends with it.
         let session = req.ext::<crate::shutdown::Ending>().cloned();
-        Ok(answer(Client { peer, session }))
+        let body_socket = req.ext::<crate::sinks::BodySocket>().cloned();
+        Ok(answer(Client {
+            peer,
+            session,
+            body_socket,
+        }))
     }
 }
 

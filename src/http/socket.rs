@@ -9,8 +9,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use futures_lite::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
+
+use crate::sinks::Handover;
 
 /// An accepted connection.
 pub struct Socket {
@@ -18,15 +22,18 @@ pub struct Socket {
     send_timeout: Duration,
     /// Armed while a write waits for room in the kernel's buffer.
     stalled: Option<smol::Timer>,
+    /// Told when hyper has written all it buffered, for a response body written past hyper.
+    handover: Arc<Handover>,
 }
 
 impl Socket {
     /// Wraps an accepted connection.
-    pub fn new(stream: TcpStream, send_timeout: Duration) -> Socket {
+    pub fn new(stream: TcpStream, send_timeout: Duration, handover: Arc<Handover>) -> Socket {
         Socket {
             stream,
             send_timeout,
             stalled: None,
+            handover,
         }
     }
 
@@ -81,6 +88,10 @@ impl AsyncWrite for Socket {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let result = Pin::new(&mut self.stream).poll_flush(cx);
+        // hyper flushes its connection only once its buffer is written out.
+        if let Poll::Ready(Ok(())) = result {
+            self.handover.flushed();
+        }
         self.watch(cx, result)
     }
 

@@ -13,8 +13,10 @@
 //! leaves it the newest frame. So a viewer is never more than one frame behind its own read
 //! pace, and never holds up anyone else.
 //!
-//! Each socket has one more writer, tungstenite answering pings and closing; the socket's
-//! turn (see [`super::turns`]) keeps their messages whole.
+//! A WebSocket has one more writer, tungstenite answering pings and closing; the socket's
+//! turn (see [`FrameWriter`]) keeps their messages whole. An HTTP response (MJPEG) has the
+//! HTTP layer, which writes the head before the fan-out's first frame and the end after its
+//! last.
 
 use std::io::{self, IoSlice, Write};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -26,8 +28,12 @@ use smol::Task;
 use smol::lock::MutexGuardArc;
 use tracing::Instrument;
 
-use super::staging::{Stage, Staged};
-use super::turns::FrameWriter;
+pub mod staging;
+mod writer;
+
+pub use writer::{FrameWriter, Turn};
+
+use staging::{Stage, Staged};
 use crate::bus::{Attached, Frame, Policy, Subscription};
 use crate::sinks::SinkContext;
 use crate::sync::lock;
