@@ -254,7 +254,10 @@ impl futures_lite::AsyncBufRead for Parts {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
         let this = self.get_mut();
         if this.closing.is_none() {
-            let stream = this.stream.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let stream = this
+                .stream
+                .get_mut()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let Some(running) = stream.as_mut() else {
                 return Poll::Ready(Ok(&[]));
             };

@@ -33,10 +33,10 @@ mod writer;
 
 pub use writer::{FrameWriter, Turn};
 
-use staging::{Stage, Staged};
 use crate::bus::{Attached, Frame, Policy, Subscription};
 use crate::sinks::SinkContext;
 use crate::sync::lock;
+use staging::{Stage, Staged};
 
 /// How a sink wraps each frame for its viewers.
 #[derive(Clone, Copy)]

@@ -7,6 +7,8 @@
 //! per frame). With `--pid` it also samples the daemon's CPU time over the measured window
 //! and its peak RSS. It speaks just enough WebSocket to stay cheap: it never copies or
 //! unmasks a payload, it reads the first bytes for the COM segment and skips the rest.
+//! With `--mjpeg` its viewers are MJPEG-over-HTTP clients instead (HTTP/1.0, so the body is
+//! the plain multipart stream).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,9 +25,12 @@ struct Args {
     /// The daemon's address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
-    /// WebSocket path.
+    /// WebSocket path (or the MJPEG stream's, with `--mjpeg`).
     #[arg(long, default_value = "/")]
     path: String,
+    /// Viewers are MJPEG-over-HTTP clients of `--path`.
+    #[arg(long)]
+    mjpeg: bool,
     /// Viewers that read as fast as they can.
     #[arg(long, default_value_t = 10)]
     viewers: usize,
@@ -177,6 +182,12 @@ async fn viewer(args: &Args, slow: bool, from: Instant, to: Instant) -> std::io:
     }
     socket.connect(&args.addr.into())?;
     let mut stream = Async::new(std::net::TcpStream::from(socket))?;
+    if args.mjpeg {
+        let request = format!("GET {} HTTP/1.0\r\nHost: {}\r\n\r\n", args.path, args.addr);
+        stream.write_all(request.as_bytes()).await?;
+        let reader = futures_lite::io::BufReader::with_capacity(64 * 1024, stream);
+        return mjpeg_viewer(reader, args, slow, from, to).await;
+    }
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: Y3JvaXNzYW50LWJlbmNoIQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         args.path, args.addr
@@ -248,27 +259,86 @@ async fn viewer(args: &Args, slow: bool, from: Instant, to: Instant) -> std::io:
         if now >= to {
             return Ok(seen);
         }
-        let (seq, us) = com_fields(&first[..head_len]);
-        if now >= from {
-            seen.frames += 1;
-            seen.bytes += len as u64;
-            if let (Some(seq), Some(last)) = (seq, last_seq)
+        seen.count(&first[..head_len], len, now >= from, slow, &mut last_seq);
+        if slow {
+            smol::Timer::after(Duration::from_millis(args.slow_ms)).await;
+        }
+    }
+}
+
+/// An MJPEG client: the response head, then parts (`Content-Length` headers) until the end.
+async fn mjpeg_viewer(
+    mut reader: futures_lite::io::BufReader<Async<std::net::TcpStream>>,
+    args: &Args,
+    slow: bool,
+    from: Instant,
+    to: Instant,
+) -> std::io::Result<Seen> {
+    use futures_lite::AsyncBufReadExt;
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    if !line.starts_with("HTTP/1.1 200") && !line.starts_with("HTTP/1.0 200") {
+        return Err(std::io::Error::other(line.trim().to_owned()));
+    }
+    let mut seen = Seen::default();
+    let mut last_seq: Option<u64> = None;
+    let mut scratch = vec![0u8; 64 * 1024];
+    let mut len = None;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).await? == 0 {
+            return Ok(seen);
+        }
+        let header = line.trim_end();
+        if let Some(value) = header.strip_prefix("Content-Length: ") {
+            len = value.parse::<usize>().ok();
+            continue;
+        }
+        // A part's body follows the blank line after its headers.
+        let (true, Some(part_len)) = (header.is_empty(), len.take()) else {
+            continue;
+        };
+        let head_len = part_len.min(64);
+        let mut first = [0u8; 64];
+        reader.read_exact(&mut first[..head_len]).await?;
+        let mut rest = part_len - head_len;
+        while rest > 0 {
+            let n = rest.min(scratch.len());
+            reader.read_exact(&mut scratch[..n]).await?;
+            rest -= n;
+        }
+        let now = Instant::now();
+        if now >= to {
+            return Ok(seen);
+        }
+        seen.count(&first[..head_len], part_len, now >= from, slow, &mut last_seq);
+        if slow {
+            smol::Timer::after(Duration::from_millis(args.slow_ms)).await;
+        }
+    }
+}
+
+impl Seen {
+    /// A frame that arrived now; it counts if `measured`.
+    fn count(&mut self, first: &[u8], len: usize, measured: bool, slow: bool, last_seq: &mut Option<u64>) {
+        let (seq, us) = com_fields(first);
+        if measured {
+            self.frames += 1;
+            self.bytes += len as u64;
+            if let (Some(seq), Some(last)) = (seq, *last_seq)
                 && !slow
                 && seq > last + 1
             {
-                seen.missing += seq - last - 1;
+                self.missing += seq - last - 1;
             }
             if let Some(us) = us {
                 let now_us = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_micros() as u64);
-                seen.latencies_us.push(now_us.saturating_sub(us));
+                self.latencies_us.push(now_us.saturating_sub(us));
             }
         }
-        last_seq = seq.or(last_seq);
-        if slow {
-            smol::Timer::after(Duration::from_millis(args.slow_ms)).await;
-        }
+        *last_seq = seq.or(*last_seq);
     }
 }
 
