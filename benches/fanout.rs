@@ -10,6 +10,11 @@
 //!   references the pages instead of copying them.
 //! - `task per viewer`: smol on two threads, one task per viewer woken by its own queue for
 //!   every frame, as a daemon with one task per connection does.
+//! - `pipe relay`: the daemon's whole job at its plainest. A second process writes each
+//!   frame into a pipe with one write, as a camera does; one thread, woken by the pipe,
+//!   reads it with one read and writes it to every viewer with one `writev` each. Unlike
+//!   the loops above it is woken by the pipe rather than a timer, as the daemon is; on a
+//!   virtual machine a timer's wake-up alone can cost tens of microseconds.
 //!
 //! The readers run in a child process (this program again), reading as fast as they can, so
 //! only the sender's CPU is counted. On loopback the sender also pays for the receiving side
@@ -31,19 +36,23 @@ fn main() {
     if args.first().map(String::as_str) == Some("receive") {
         return receive(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("camera") {
+        return camera(&args[1..]);
+    }
     let viewers: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(200);
     let seconds: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5);
     println!("sender CPU per delivered frame, {viewers} loopback viewers, {seconds} s each");
-    println!("| frames | writev loop | sendfile loop | task per viewer |");
-    println!("|---|---:|---:|---:|");
+    println!("| frames | writev loop | sendfile loop | task per viewer | pipe relay |");
+    println!("|---|---:|---:|---:|---:|");
     for (label, size, fps) in SIZES {
         let run = |how: How| measure(how, viewers, size, fps, Duration::from_secs(seconds));
         println!(
-            "| {label} ({} KB) | {} | {} | {} |",
+            "| {label} ({} KB) | {} | {} | {} | {} |",
             size / 1000,
             run(How::WritevLoop),
             run(How::SendfileLoop),
-            run(How::TaskPerViewer)
+            run(How::TaskPerViewer),
+            run(How::PipeRelay)
         );
     }
 }
@@ -53,6 +62,7 @@ enum How {
     WritevLoop,
     SendfileLoop,
     TaskPerViewer,
+    PipeRelay,
 }
 
 /// Connects `viewers` readers from a child process, sends `fps` frames of `size` bytes per
@@ -105,6 +115,10 @@ fn measure(how: How, viewers: usize, size: usize, fps: u32, length: Duration) ->
             drop(sockets);
         }
         How::TaskPerViewer => tasks(sockets, frames, interval, &header, &payload),
+        How::PipeRelay => {
+            relay(&sockets, frames, size, fps, &header);
+            drop(sockets);
+        }
     }
     let used = cpu_time() - before;
     let _ = child.wait();
@@ -176,6 +190,50 @@ fn tasks(sockets: Vec<TcpStream>, frames: u64, interval: Duration, header: &[u8]
     }));
     drop(stop);
     let _ = helper.join();
+}
+
+/// Starts a camera process writing `frames` frames of `size` bytes at `fps` into a pipe, and
+/// relays each to every socket as it comes: one read, one `writev` per viewer.
+fn relay(sockets: &[TcpStream], frames: u64, size: usize, fps: u32, header: &[u8]) {
+    use std::io::Read;
+    let exe = std::env::current_exe().expect("own path");
+    let mut camera = Command::new(exe)
+        .args(["camera", &frames.to_string(), &size.to_string(), &fps.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the camera");
+    let mut pipe = camera.stdout.take().expect("the camera's pipe");
+    // Room for a whole frame, as the daemon asks for.
+    let _ = rustix::pipe::fcntl_setpipe_size(&pipe, 1 << 20);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = pipe.read(&mut buf).expect("read the pipe");
+        if n == 0 {
+            break;
+        }
+        for mut socket in sockets {
+            write_all(&mut socket, header, &buf[..n]);
+        }
+    }
+    let _ = camera.wait();
+}
+
+/// The camera process: `frames` frames of `size` bytes, `fps` a second, each with one write.
+fn camera(args: &[String]) {
+    let frames: u64 = args[0].parse().expect("frames");
+    let size: usize = args[1].parse().expect("size");
+    let fps: u32 = args[2].parse().expect("fps");
+    let frame = vec![0x55u8; size];
+    // Straight to the descriptor: one write(2) per frame.
+    let stdout = std::os::fd::AsFd::as_fd(&std::io::stdout())
+        .try_clone_to_owned()
+        .expect("stdout");
+    let mut stdout = std::fs::File::from(stdout);
+    // Until the relay has made the pipe larger (it does so at once).
+    std::thread::sleep(Duration::from_millis(100));
+    paced(frames, Duration::from_secs(1) / fps, |_| {
+        stdout.write_all(&frame).expect("write a frame");
+    });
 }
 
 /// The sender's CPU time so far (all its threads; the readers are another process).
