@@ -10,13 +10,16 @@
 //!   them); [`mode`], on-demand or continuous; [`shutdown`], one-shot signals;
 //!   [`runtime`], the executor; [`sync`], [`ratelimit`], [`backoff`], [`secrets`].
 //! - Frames: [`source`] runs the camera (or ffmpeg, any command, or the built-in
-//!   [`testpattern`]) as a supervised [`child`] while anyone wants frames; [`splitter`]
-//!   cuts its stdout into whole JPEGs; [`bus`] shares each frame (one allocation) with a
-//!   bounded queue per consumer and counts the demand that runs the source.
+//!   [`testpattern`]) as a supervised [`child`] while anyone wants frames, and reads its
+//!   pipe on a thread of its own; [`splitter`] cuts its stdout into whole JPEGs; [`bus`]
+//!   shares each frame (one allocation) with a bounded queue per consumer, or calls a
+//!   consumer that never waits right on the reading thread, and counts the demand that
+//!   runs the source.
 //! - Sinks (`sinks/`), one file or folder each, listed in `sinks/registry.rs`:
-//!   `sinks/websocket/` serves live viewers (its fan-out writes each frame with one
-//!   `sendfile` per viewer from the copy its staging file holds, taking turns with
-//!   tungstenite on the socket); `sinks/mjpeg.rs` serves MJPEG over HTTP;
+//!   `sinks/fanout/` writes each live frame to many sockets with one `writev` or
+//!   `sendfile` per viewer (the first viewers from the camera's own thread), taking turns
+//!   with the socket's other writer; `sinks/websocket/` serves live viewers over
+//!   WebSocket through it (plain or flow-controlled), `sinks/mjpeg.rs` MJPEG over HTTP;
 //!   `sinks/recorder/`, `sinks/thumbnailer.rs` and `sinks/retention.rs` make continuous
 //!   mode's MP4 segments, thumbnails and clean-up over the files [`recordings`] names;
 //!   `sinks/relay.rs` pushes H.264 to a media server. Recorder and relay feed ffmpeg

@@ -4,8 +4,8 @@
 //! A child that exits, fails to start or stalls is restarted with capped exponential
 //! backoff; viewers stay connected meanwhile and simply see frames again when it is back.
 //!
-//! [`status`] says what it is doing; [`command`] builds the camera's command line; this
-//! module supervises it.
+//! [`status`] says what it is doing; [`command`] builds the camera's command line;
+//! [`reader`] reads its pipe on a thread of its own; this module supervises it.
 
 mod command;
 mod reader;
