@@ -18,6 +18,37 @@ pub mod throttle;
 pub const CROISSANT: &str = env!("CARGO_BIN_EXE_croissant");
 pub const FAKECAM: &str = env!("CARGO_BIN_EXE_fakecam");
 
+/// Another process bound the port first: the daemon's log, and its directory back.
+struct PortTaken {
+    dir: tempfile::TempDir,
+    log: String,
+}
+
+/// Waits for the daemon's own word that it listens on `port`: a connection that succeeds
+/// may have reached another test's daemon on the same port.
+fn wait_listening(child: &mut Child, log: &std::path::Path, port: u16) -> Result<(), String> {
+    let listening = format!(":{port} (viewer at");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Ok(Some(status)) = child.try_wait() {
+            if text.contains("Address already in use") {
+                return Err(text);
+            }
+            panic!("croissant exited early with {status}:\n{text}");
+        }
+        if text.contains(&listening) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!(
+        "croissant did not listen on {port} within 20 s:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
 /// A running daemon; killed when dropped.
 pub struct Daemon {
     pub child: Child,
@@ -26,7 +57,8 @@ pub struct Daemon {
     pub log: PathBuf,
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now (another test may take it before the daemon does;
+/// [`Daemon::start`] then tries another).
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local addr").port()
@@ -41,22 +73,43 @@ impl Daemon {
     }
 
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Daemon {
-        Self::start_on(dir, config, free_port())
+        Self::on_a_free_port(dir, config, None)
     }
 
     /// Starts on a given port, e.g. to restart a daemon where clients expect it.
     pub fn start_on(dir: tempfile::TempDir, config: &str, port: u16) -> Daemon {
-        Self::launch(dir, config, port, None)
+        match Self::launch(dir, config, port, None) {
+            Ok(daemon) => daemon,
+            Err(taken) => panic!("port {port} is taken:\n{}", taken.log),
+        }
+    }
+
+    /// Tests run in parallel, each with its own daemon: a port found free may be taken by
+    /// another daemon before this one binds it, so a lost race tries another port.
+    fn on_a_free_port(dir: tempfile::TempDir, config: &str, fd_limit: Option<u64>) -> Daemon {
+        let mut dir = dir;
+        for _ in 0..5 {
+            match Self::launch(dir, config, free_port(), fd_limit) {
+                Ok(daemon) => return daemon,
+                Err(taken) => dir = taken.dir,
+            }
+        }
+        panic!("five free ports were taken before croissant could bind them");
     }
 
     /// Starts under `ulimit -n fd_limit` (soft and hard), as on a box with systemd's
     /// defaults and no `LimitNOFILE=`.
     pub fn start_with_fd_limit(config: &str, fd_limit: u64) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
-        Self::launch(dir, config, free_port(), Some(fd_limit))
+        Self::on_a_free_port(dir, config, Some(fd_limit))
     }
 
-    fn launch(dir: tempfile::TempDir, config: &str, port: u16, fd_limit: Option<u64>) -> Daemon {
+    fn launch(
+        dir: tempfile::TempDir,
+        config: &str,
+        port: u16,
+        fd_limit: Option<u64>,
+    ) -> Result<Daemon, PortTaken> {
         let text = config
             .replace("{port}", &port.to_string())
             .replace("{dir}", &dir.path().display().to_string())
@@ -81,7 +134,7 @@ impl Daemon {
                 shell
             }
         };
-        let child = command
+        let mut child = command
             .arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", "debug")
@@ -89,28 +142,15 @@ impl Daemon {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn croissant");
-        let mut daemon = Daemon {
-            child,
-            port,
-            dir,
-            log,
-        };
-        daemon.wait_ready();
-        daemon
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("croissant exited early with {status}:\n{}", self.log_text());
-            }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match wait_listening(&mut child, &log, port) {
+            Ok(()) => Ok(Daemon {
+                child,
+                port,
+                dir,
+                log,
+            }),
+            Err(log) => Err(PortTaken { dir, log }),
         }
-        panic!("croissant did not listen within 20 s:\n{}", self.log_text());
     }
 
     pub fn log_text(&self) -> String {
