@@ -5,6 +5,11 @@
 //! collected. What differs is how each is asked: ffmpeg reading a pipe ignores SIGTERM
 //! while the pipe stays open, so it is asked by the end of its input; a camera is asked
 //! by SIGTERM.
+//!
+//! Each child leads a process group of its own, and signals go to the whole group: a
+//! camera command that is a wrapper script takes what it started with it instead of
+//! leaving it behind at every restart, and a Ctrl-C meant for the daemon does not reach
+//! an ffmpeg mid-recording before the daemon can end its input.
 
 use std::io;
 use std::process::{ExitStatus, Stdio};
@@ -16,6 +21,9 @@ use smol::{Task, Timer};
 use tracing::{Instrument, warn};
 
 use crate::stderr::Tail;
+
+/// How long a child that closed its output gets to exit by itself before SIGTERM.
+const EXITING: Duration = Duration::from_millis(500);
 
 /// How long the last stderr lines may take once a child is gone. (The pipe closes with the
 /// process unless something it started holds it.)
@@ -35,6 +43,9 @@ pub enum Pipes {
 pub enum Ask {
     /// Its input has ended (the caller closed its stdin): it finishes and exits.
     InputEnded,
+    /// It closed its output: it is exiting, or else it is asked by SIGTERM after a
+    /// moment (so a camera that exits by itself keeps its own exit status in the log).
+    OutputEnded,
     /// SIGTERM.
     Terminate,
     /// Nothing: it has exited already or must go at once.
@@ -67,6 +78,17 @@ pub struct Child {
     program: String,
     tail: Tail,
     stderr: Option<Task<()>>,
+    /// Whether [`Child::stop`] saw it exit and cleared its group.
+    stopped: bool,
+}
+
+impl Drop for Child {
+    /// `kill_on_drop` kills the child alone; what it started goes too.
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.signal_group(rustix::process::Signal::KILL);
+        }
+    }
 }
 
 impl Child {
@@ -84,7 +106,9 @@ impl Child {
             Pipes::Output => (Stdio::null(), Stdio::piped()),
             Pipes::Input => (Stdio::piped(), Stdio::null()),
         };
-        let mut process = Command::new(program)
+        let mut group = std::process::Command::new(program);
+        std::os::unix::process::CommandExt::process_group(&mut group, 0);
+        let mut process = Command::from(group)
             .args(args)
             .stdin(stdin)
             .stdout(stdout)
@@ -103,6 +127,7 @@ impl Child {
             program: program.to_owned(),
             tail,
             stderr,
+            stopped: false,
         })
     }
 
@@ -126,21 +151,25 @@ impl Child {
         self.process.status().await
     }
 
-    /// Asks it to stop as `ask` says, kills it if it has not within `grace`, and collects
-    /// its last stderr lines.
+    /// Asks it to stop as `ask` says, kills it (and whatever it started) if it has not
+    /// exited within `grace`, and collects its last stderr lines.
     pub async fn stop(&mut self, ask: Ask, grace: Duration) -> Exit {
-        if ask == Ask::Terminate
-            && let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32)
-        {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let grace = if ask == Ask::Kill { Duration::ZERO } else { grace };
-        let exited = future::or(async { Some(self.process.status().await) }, async {
-            Timer::after(grace).await;
-            None
-        })
-        .await;
-        let status = match exited {
+        let grace = match ask {
+            Ask::Kill => Duration::ZERO,
+            Ask::Terminate => {
+                self.signal_group(rustix::process::Signal::TERM);
+                grace
+            }
+            Ask::InputEnded => grace,
+            Ask::OutputEnded => match self.exit_within(EXITING.min(grace)).await {
+                Some(status) => return self.finish(status).await,
+                None => {
+                    self.signal_group(rustix::process::Signal::TERM);
+                    grace.saturating_sub(EXITING)
+                }
+            },
+        };
+        let status = match self.exit_within(grace).await {
             Some(status) => status,
             None => {
                 if ask != Ask::Kill {
@@ -151,10 +180,36 @@ impl Child {
                         grace.as_millis()
                     );
                 }
+                self.signal_group(rustix::process::Signal::KILL);
                 let _ = self.process.kill();
                 self.process.status().await
             }
         };
+        self.finish(status).await
+    }
+
+    /// Its exit status, if it exits within `wait`.
+    async fn exit_within(&mut self, wait: Duration) -> Option<io::Result<ExitStatus>> {
+        future::or(async { Some(self.process.status().await) }, async {
+            Timer::after(wait).await;
+            None
+        })
+        .await
+    }
+
+    /// Signals its process group: the child and anything it started that did not move to
+    /// a group of its own. (Nothing is left to signal when all of them are gone.)
+    fn signal_group(&self, signal: rustix::process::Signal) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
+            let _ = rustix::process::kill_process_group(pid, signal);
+        }
+    }
+
+    /// Once it has exited: kills what it left running in its group, which would otherwise
+    /// live on (and may hold its pipes open), and collects its last stderr lines.
+    async fn finish(&mut self, status: io::Result<ExitStatus>) -> Exit {
+        self.signal_group(rustix::process::Signal::KILL);
+        self.stopped = true;
         if let Some(task) = self.stderr.take() {
             future::or(task, async {
                 Timer::after(STDERR_LINGER).await;

@@ -176,6 +176,129 @@ type = "websocket"
     assert_eq!(lines(" INFO ", "source delivers frames again"), 1, "{log}");
 }
 
+/// A daemon whose camera is `script` (shell lines, `{starts}` is a file counting its
+/// starts), watched by one viewer.
+fn scripted_camera(script_text: &str) -> (Daemon, Viewer) {
+    let dir = tempfile::tempdir().expect("dir");
+    let starts = dir.path().join("starts");
+    let text = format!(
+        "n=$(cat '{starts}' 2>/dev/null || echo 0)\necho $((n + 1)) > '{starts}'\n{}",
+        script_text.replace("{starts}", &starts.display().to_string()),
+        starts = starts.display()
+    );
+    let camera = script(dir.path(), "camera", &text);
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+[source]
+kind = "command"
+command = ["{}"]
+stop_grace_ms = 300
+[sinks.live]
+type = "websocket"
+"#,
+        camera.display()
+    );
+    let daemon = Daemon::start_in(dir, &config);
+    let mut viewer = daemon.viewer("/");
+    viewer.send("start");
+    (daemon, viewer)
+}
+
+/// The `retry_in_ms` of each "source failed" line so far.
+fn retries(daemon: &Daemon) -> Vec<u64> {
+    daemon
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("source failed"))
+        .filter_map(|l| l.split("retry_in_ms=").nth(1))
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_camera_that_worked_for_a_while_is_retried_after_the_shortest_wait_again() {
+    // Three failed starts (the waits grow: 0.5, 1, 2 s), then 18 s of frames and an exit,
+    // then a camera that works.
+    let (daemon, mut viewer) = scripted_camera(&format!(
+        "[ \"$n\" -lt 3 ] && exit 1\n\
+         [ \"$n\" -eq 3 ] && exec '{FAKECAM}' --fps 15 --width 160 --height 120 --frames 270\n\
+         exec '{FAKECAM}' --fps 15 --width 160 --height 120\n"
+    ));
+    daemon.wait_for("four failures", Duration::from_secs(60), |d| {
+        retries(d).len() >= 4
+    });
+    // It worked for 18 s: its failure is not the fourth in a row but a first.
+    assert_eq!(
+        retries(&daemon),
+        vec![500, 1000, 2000, 500],
+        "{}",
+        daemon.log_text()
+    );
+    viewer.frame();
+}
+
+#[test]
+fn what_a_camera_started_is_stopped_with_it() {
+    // A wrapper that leaves a process of its own running beside the camera each time; the
+    // first camera dies after 2 s, the second runs until nobody watches.
+    let (daemon, mut viewer) = scripted_camera(&format!(
+        "sleep 1000 > /dev/null 2>&1 &\necho $! >> '{{starts}}.left'\n\
+         [ \"$n\" -eq 0 ] && exec '{FAKECAM}' --fps 15 --width 160 --height 120 --frames 30\n\
+         exec '{FAKECAM}' --fps 15 --width 160 --height 120\n"
+    ));
+    let left = daemon.dir.path().join("starts.left");
+    let pids = || -> Vec<i32> {
+        std::fs::read_to_string(&left)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    daemon.wait_for("the camera's second start", Duration::from_secs(20), |_| {
+        pids().len() == 2
+    });
+    viewer.frame();
+    let (first, second) = (pids()[0], pids()[1]);
+    // The first camera died: what it started went with it.
+    daemon.wait_for("the dead camera's helper to go", Duration::from_secs(5), |_| {
+        !alive(first)
+    });
+    assert!(alive(second), "the running camera's helper runs");
+    // Nobody watches: the camera stops, and what it started with it.
+    drop(viewer);
+    daemon.wait_for("the camera to stop", Duration::from_secs(10), |d| {
+        d.health()["source"]["state"] == "stopped"
+    });
+    daemon.wait_for(
+        "the stopped camera's helper to go",
+        Duration::from_secs(5),
+        |_| !alive(second),
+    );
+}
+
+#[test]
+fn a_camera_that_closes_its_output_but_lingers_is_asked_to_stop_before_it_is_killed() {
+    let (daemon, mut viewer) = scripted_camera(&format!(
+        "'{FAKECAM}' --fps 15 --width 160 --height 120 --frames 15\n\
+         exec >&-\n\
+         trap 'echo asked to stop >&2; exit 0' TERM\n\
+         while :; do sleep 0.1; done\n"
+    ));
+    viewer.frame();
+    daemon.wait_for(
+        "the lingering camera to be asked to stop",
+        Duration::from_secs(15),
+        |d| d.log_text().contains("source: asked to stop"),
+    );
+    assert!(
+        !daemon.log_text().contains("did not exit within"),
+        "{}",
+        daemon.log_text()
+    );
+}
+
 #[test]
 fn the_test_pattern_moves() {
     let config = r#"

@@ -32,6 +32,12 @@ use crate::splitter::{Discard, Splitter};
 /// How long a camera gets to exit once asked (SIGTERM) before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
+/// A camera that delivered frames for this long before it failed was working: its next
+/// failure is retried after the shortest wait, like a first. (Longer than the
+/// longest wait, so a camera that keeps failing soon after it starts still waits longer
+/// each time.)
+const WORKED_FOR: Duration = Duration::from_secs(15);
+
 /// Runs the source for the daemon's lifetime: waits for demand, runs the process, restarts
 /// it on failure, stops it when demand ends, and returns once `shutdown` fires and the
 /// process is gone.
@@ -68,7 +74,6 @@ pub async fn supervise(config: SourceConfig, bus: Bus, status: Arc<Status>, shut
         if !wanted.await {
             return;
         }
-        let started = Instant::now();
         let end = match &source.argv {
             Some(argv) => source.run_child(argv, failing.is_quiet()).await,
             None => source.run_pattern().await,
@@ -84,7 +89,7 @@ pub async fn supervise(config: SourceConfig, bus: Bus, status: Arc<Status>, shut
                 return;
             }
             End::Failed(reason, error) => {
-                if started.elapsed() >= Duration::from_secs(60) {
+                if source.status.delivered_for() >= WORKED_FOR {
                     backoff.reset();
                     failing.recover();
                 }
@@ -201,7 +206,7 @@ impl Runner {
 
         // At the end of its output it has exited, or is about to.
         let ask = if reason == Stop::Eof {
-            Ask::InputEnded
+            Ask::OutputEnded
         } else {
             Ask::Terminate
         };

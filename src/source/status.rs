@@ -58,6 +58,8 @@ pub(super) struct StatusInner {
     pub(super) last_reason: Option<&'static str>,
     /// When the source last went from stopped to wanted.
     pub(super) run_since: Option<Instant>,
+    /// The first frame of the current run (since the last start).
+    pub(super) first_frame: Option<Instant>,
     /// Arrival times of recent frames, for fps and last-frame age.
     pub(super) recent: VecDeque<Instant>,
 }
@@ -98,6 +100,7 @@ impl Default for Status {
                 last_error: None,
                 last_reason: None,
                 run_since: None,
+                first_frame: None,
                 recent: VecDeque::with_capacity(RECENT),
             }),
             config: Mutex::default(),
@@ -130,6 +133,9 @@ impl Status {
             let now = Instant::now();
             s.state = state;
             s.pid = pid;
+            if state == State::Starting {
+                s.first_frame = None;
+            }
             if state == State::Stopped {
                 s.run_since = None;
             } else if s.run_since.is_none() {
@@ -144,12 +150,23 @@ impl Status {
             s.frames += 1;
             if s.state == State::Starting {
                 s.state = State::Running;
+                s.first_frame = Some(now);
             }
             if s.recent.len() == RECENT {
                 s.recent.pop_front();
             }
             s.recent.push_back(now);
         });
+    }
+
+    /// How long the current (or just ended) run delivered frames: from its first frame
+    /// to its last.
+    pub(super) fn delivered_for(&self) -> Duration {
+        let inner = lock(&self.inner);
+        match (inner.first_frame, inner.recent.back()) {
+            (Some(first), Some(&last)) => last.saturating_duration_since(first),
+            _ => Duration::ZERO,
+        }
     }
 
     /// When the daemon started, for uptime.
