@@ -133,7 +133,14 @@ impl MjpegSink {
         } else {
             self.whole.clone()
         };
-        let stream = stream_frames(fanout, socket, self.ctx.clone(), Ends::new(&self.ctx, client));
+        let peer = client.peer;
+        let stream = stream_frames(
+            fanout,
+            socket,
+            self.ctx.clone(),
+            Ends::new(&self.ctx, client),
+            peer,
+        );
         let parts = Parts {
             stream: Mutex::new(Some(Box::pin(stream))),
             closing: None,
@@ -169,22 +176,33 @@ impl Ends {
         }
     }
 
-    /// Resolves when one of them happens (at once if one has).
-    async fn wait(&self) {
-        let sink = future::or(self.shutdown.wait(), self.retired.wait());
+    /// Resolves when one of them happens (at once if one has), saying which.
+    async fn wait(&self) -> &'static str {
+        let sink = future::or(
+            async {
+                self.shutdown.wait().await;
+                "the daemon stops"
+            },
+            async {
+                self.retired.wait().await;
+                "the sink was reconfigured"
+            },
+        );
         match &self.session {
-            Some(session) => future::or(sink, session.wait()).await,
+            Some(session) => {
+                let ended = async {
+                    session.wait().await;
+                    "its login session ended"
+                };
+                future::or(sink, ended).await
+            }
             None => sink.await,
         }
     }
 
-    /// `work`'s outcome, or `None` when one of them happens first.
-    async fn unless<T>(&self, work: impl Future<Output = T>) -> Option<T> {
-        future::or(async { Some(work.await) }, async {
-            self.wait().await;
-            None
-        })
-        .await
+    /// `work`'s outcome, or which of them happened first.
+    async fn unless<T>(&self, work: impl Future<Output = T>) -> Result<T, &'static str> {
+        future::or(async { Ok(work.await) }, async { Err(self.wait().await) }).await
     }
 }
 
@@ -196,26 +214,62 @@ async fn stream_frames(
     socket: BodySocket,
     ctx: SinkContext,
     ends: Ends,
+    peer: std::net::SocketAddr,
 ) -> io::Result<()> {
+    let mut left = Left {
+        sink: ctx.name.clone(),
+        peer,
+        why: "the HTTP layer let go of it (the connection closed or timed out)".into(),
+        seat: None,
+    };
     // The HTTP layer asks for the body right after it buffered the head.
     socket.handover.ask();
-    if ends.unless(socket.handover.head_sent()).await.is_none() {
+    if let Err(why) = ends.unless(socket.handover.head_sent()).await {
+        left.why = why.into();
         return Ok(());
     }
     let seat = Seat::new(FrameWriter::alone(socket.stream.clone()));
+    left.seat = Some(seat.clone());
     let watching = Watching::join(fanout, seat.clone());
     // A client slower than the camera has work waiting: its frame to finish, then the
     // newest it missed.
-    while ends.unless(seat.work_waiting()).await.is_some() {
-        match ends.unless(seat.catch_up(&ctx)).await {
-            Some(Ok(())) => {}
-            Some(Err(error)) => return Err(error),
-            None => break,
+    let ended = loop {
+        if let Err(why) = ends.unless(seat.work_waiting()).await {
+            break why;
         }
-    }
+        match ends.unless(seat.catch_up(&ctx)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                left.why = error.to_string();
+                return Err(error);
+            }
+            Err(why) => break why,
+        }
+    };
     drop(watching);
     // A part begun is finished first: the closing delimiter must not land inside it.
-    seat.finish(FINISH_WITHIN).await
+    let finished = seat.finish(FINISH_WITHIN).await;
+    left.why = match &finished {
+        Ok(()) => ended.into(),
+        Err(error) => format!("{ended}, and the part it was reading was cut: {error}"),
+    };
+    finished
+}
+
+/// Logs why a client's stream ended, however it ended (the HTTP layer may drop the stream
+/// without another word).
+struct Left {
+    sink: String,
+    peer: std::net::SocketAddr,
+    why: String,
+    seat: Option<Arc<Seat>>,
+}
+
+impl Drop for Left {
+    fn drop(&mut self) {
+        let dropped = self.seat.as_ref().map_or(0, |seat| seat.dropped());
+        info!(sink = %self.sink, peer = %self.peer, dropped, why = %self.why, "MJPEG client left");
+    }
 }
 
 /// A seat in the fan-out, left when dropped (the client went away, or the stream ended).

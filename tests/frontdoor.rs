@@ -454,6 +454,12 @@ fn a_client_that_stops_reading_is_let_go_after_the_send_timeout() {
         closes_within(&mut stream, Duration::from_secs(5)),
         "its connection was closed"
     );
+    // The log says who left and why.
+    daemon.wait_for("the log to say why", Duration::from_secs(5), |d| {
+        d.log_text()
+            .lines()
+            .any(|l| l.contains("MJPEG client left") && l.contains("took nothing for 2 s"))
+    });
 }
 
 #[test]
@@ -973,6 +979,12 @@ fn a_websocket_viewer_that_stops_reading_is_let_go_after_the_send_timeout() {
         metric(d, "croissant_viewers{sink=\"live\",type=\"websocket\"}") == 0.0
     });
     assert!(closes_within(&mut stream, Duration::from_secs(5)));
+    let log = daemon.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("viewer left") && l.contains("took nothing for 2 s")),
+        "{log}"
+    );
 }
 
 #[test]

@@ -636,7 +636,7 @@ async fn within<T>(stall: Duration, work: impl std::future::Future<Output = io::
         smol::Timer::after(stall).await;
         Err(io::Error::new(
             io::ErrorKind::TimedOut,
-            "the viewer read nothing for the send timeout",
+            format!("its connection took nothing for {} s", stall.as_secs_f32()),
         ))
     };
     futures_lite::future::or(work, stalled).await

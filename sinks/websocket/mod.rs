@@ -323,6 +323,17 @@ enum Ending {
     Broken,
 }
 
+impl Ending {
+    /// Why the viewer left, for the log.
+    fn why(&self) -> &'static str {
+        match self {
+            Ending::Close((_, reason)) => reason,
+            Ending::Answer => "it closed the connection",
+            Ending::Broken => "its connection broke",
+        }
+    }
+}
+
 /// Ends a connection whose close went out, without a reset: closing a socket that still
 /// holds bytes from the viewer (a ping or a message it sent after its close) makes the
 /// kernel send a reset, and the viewer's kernel then throws away what the viewer had not
@@ -443,6 +454,9 @@ impl WebSocketSink {
         let mut watched = false;
         let mut slow = RateLimit::new(Duration::from_secs(30));
         let mut last_dropped = 0;
+        // Why a send failed, which says more than `Ending::Broken` (a viewer that stopped
+        // reading, or a connection reset).
+        let mut send_failed = None;
         let ending = loop {
             // A viewer slower than the camera always has work waiting; look at its messages
             // and at the endings first, so `stop`, logout and going-away still get through.
@@ -475,7 +489,7 @@ impl WebSocketSink {
                         match step.await {
                             Ok(Ok(())) => break Ok(()),
                             Ok(Err(error)) => {
-                                debug!(%error, "send failed");
+                                send_failed = Some(error);
                                 break Err(Ending::Broken);
                             }
                             Err(Control::Stop) => self.stop(&seat, &mut slot, &mut endings),
@@ -544,11 +558,20 @@ impl WebSocketSink {
             future::or(close, late).await;
             linger(&hang_up).await;
         }
+        let why = match &send_failed {
+            Some(error) => error.to_string(),
+            None => ending.why().to_owned(),
+        };
         let left = slot.take().is_some();
         if left {
-            info!(viewers = self.ctx.viewers.load(Ordering::Relaxed), "viewer left");
+            info!(
+                viewers = self.ctx.viewers.load(Ordering::Relaxed),
+                dropped = seat.dropped(),
+                why = %why,
+                "viewer left"
+            );
         } else {
-            debug!(watched, "connection closed while not watching");
+            debug!(watched, why = %why, "connection closed while not watching");
         }
     }
 
