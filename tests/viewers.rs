@@ -406,6 +406,19 @@ fn binary_message(viewer: &mut Viewer) -> Vec<u8> {
     }
 }
 
+/// The next message if one comes within `wait` (the viewer's usual 10 s after).
+fn message_within(viewer: &mut Viewer, wait: Duration) -> Result<Message, tungstenite::Error> {
+    let socket = viewer.ws.get_ref();
+    socket.set_read_timeout(Some(wait)).expect("timeout");
+    let message = viewer.next();
+    viewer
+        .ws
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    message
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -442,18 +455,8 @@ fn a_flow_controlled_viewer_gets_stamped_frames_only_as_it_draws_them() {
     let second = stamped_frame(&mut viewer);
     assert!(second > first);
     // At 30 fps, a second without a `drawn` would have brought 30 more frames.
-    viewer
-        .ws
-        .get_ref()
-        .set_read_timeout(Some(Duration::from_secs(1)))
-        .expect("timeout");
-    let beyond = viewer.next();
+    let beyond = message_within(&mut viewer, Duration::from_secs(1));
     assert!(beyond.is_err(), "a frame came beyond the credit: {beyond:?}");
-    viewer
-        .ws
-        .get_ref()
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
     // One `drawn`: the newest frame, not the next in line.
     viewer.send("drawn");
     let newest = stamped_frame(&mut viewer);
@@ -466,12 +469,7 @@ fn a_flow_controlled_viewer_gets_stamped_frames_only_as_it_draws_them() {
         assert!(next > last);
         last = next;
     }
-    viewer
-        .ws
-        .get_ref()
-        .set_read_timeout(Some(Duration::from_secs(1)))
-        .expect("timeout");
-    let beyond = viewer.next();
+    let beyond = message_within(&mut viewer, Duration::from_secs(1));
     assert!(beyond.is_err(), "a frame came with no credit left: {beyond:?}");
     // A viewer of the original protocol meanwhile got frames, and nothing else.
     for _ in 0..20 {

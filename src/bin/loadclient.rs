@@ -239,16 +239,7 @@ async fn viewer(args: &Args, slow: bool, from: Instant, to: Instant) -> std::io:
             n => u64::from(n),
         } as usize;
         let opcode = h[0] & 0x0F;
-        // Read the first bytes (the COM segment), skip the rest.
-        let head_len = len.min(64);
-        let mut first = [0u8; 64];
-        reader.read_exact(&mut first[..head_len]).await?;
-        let mut rest = len - head_len;
-        while rest > 0 {
-            let n = rest.min(scratch.len());
-            reader.read_exact(&mut scratch[..n]).await?;
-            rest -= n;
-        }
+        let (first, head_len) = read_frame(&mut reader, len, &mut scratch).await?;
         let now = Instant::now();
         if opcode == 0x8 {
             return Ok(seen);
@@ -298,15 +289,7 @@ async fn mjpeg_viewer(
         let (true, Some(part_len)) = (header.is_empty(), len.take()) else {
             continue;
         };
-        let head_len = part_len.min(64);
-        let mut first = [0u8; 64];
-        reader.read_exact(&mut first[..head_len]).await?;
-        let mut rest = part_len - head_len;
-        while rest > 0 {
-            let n = rest.min(scratch.len());
-            reader.read_exact(&mut scratch[..n]).await?;
-            rest -= n;
-        }
+        let (first, head_len) = read_frame(&mut reader, part_len, &mut scratch).await?;
         let now = Instant::now();
         if now >= to {
             return Ok(seen);
@@ -316,6 +299,25 @@ async fn mjpeg_viewer(
             smol::Timer::after(Duration::from_millis(args.slow_ms)).await;
         }
     }
+}
+
+/// Reads a frame of `len` bytes, keeping its first 64 (where fakecam's COM segment is) and
+/// skipping the rest through `scratch`. Returns those bytes and how many of them there are.
+async fn read_frame(
+    reader: &mut (impl futures_lite::AsyncRead + Unpin),
+    len: usize,
+    scratch: &mut [u8],
+) -> std::io::Result<([u8; 64], usize)> {
+    let head_len = len.min(64);
+    let mut first = [0u8; 64];
+    reader.read_exact(&mut first[..head_len]).await?;
+    let mut rest = len - head_len;
+    while rest > 0 {
+        let n = rest.min(scratch.len());
+        reader.read_exact(&mut scratch[..n]).await?;
+        rest -= n;
+    }
+    Ok((first, head_len))
 }
 
 impl Seen {
