@@ -236,20 +236,19 @@ impl Runner {
         }
     }
 
-    /// Resolves when a running source has delivered nothing for `stall_seconds`.
+    /// Resolves when a running source has delivered nothing for `stall_seconds`. Wakes
+    /// only when that could have happened (`stall_seconds` after the last frame it knew
+    /// of), not on a tick: a wake-up costs the other threads more than a frame does.
     async fn watch_stall(&self) -> Stop {
         let limit = Duration::from_secs(self.config.stall_seconds);
         let started = Instant::now();
         loop {
-            Timer::after(Duration::from_secs(1)).await;
-            let snap = self.status.snapshot();
-            let quiet = match snap.last_frame_age_ms {
-                Some(age) => Duration::from_millis(age).min(started.elapsed()),
-                None => started.elapsed(),
-            };
+            let last = self.status.last_frame().filter(|at| *at > started).unwrap_or(started);
+            let quiet = last.elapsed();
             if quiet >= limit {
                 return Stop::Stalled;
             }
+            Timer::after(limit - quiet).await;
         }
     }
 

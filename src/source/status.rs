@@ -159,6 +159,11 @@ impl Status {
         });
     }
 
+    /// When the last frame came, if any did.
+    pub(super) fn last_frame(&self) -> Option<Instant> {
+        lock(&self.inner).recent.back().copied()
+    }
+
     /// How long the current (or just ended) run delivered frames: from its first frame
     /// to its last.
     pub(super) fn delivered_for(&self) -> Duration {
