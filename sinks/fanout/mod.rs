@@ -173,6 +173,20 @@ impl Fanout {
     }
 }
 
+impl Drop for Fanout {
+    /// A running shard holds itself (its task or the bus's attached consumer owns an `Arc`
+    /// of it), and every viewer leaving ends that. Ending it here as well means a sink
+    /// that is gone (a reload rebuilt it) never leaves a shard delivering, whatever its
+    /// viewers do.
+    fn drop(&mut self) {
+        for shard in &self.shards {
+            let mut registry = lock(&shard.registry);
+            registry.running = None;
+            registry.seats = Arc::from([]);
+        }
+    }
+}
+
 /// A shard's task: each frame, once, to each of its viewers.
 async fn run_shard(shard: Arc<Shard>, subscription: Subscription, prepare: Arc<Prepare>, ctx: SinkContext) {
     loop {
