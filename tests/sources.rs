@@ -121,33 +121,10 @@ type = "websocket"
 #[test]
 fn a_camera_failing_for_long_goes_quiet_in_the_log_and_its_return_is_logged() {
     // A camera that fails its first six starts (a line on stderr, then exit), then works.
-    let dir = tempfile::tempdir().expect("dir");
-    let starts = dir.path().join("starts");
-    let camera = script(
-        dir.path(),
-        "flaky-camera",
-        &format!(
-            "n=$(cat '{starts}' 2>/dev/null || echo 0)\necho $((n + 1)) > '{starts}'\n\
-             [ \"$n\" -ge 6 ] && exec '{FAKECAM}' --fps 15 --width 160 --height 120\n\
-             echo 'no cameras available' >&2\nexit 1\n",
-            starts = starts.display()
-        ),
-    );
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-[source]
-kind = "command"
-command = ["{}"]
-[sinks.live]
-type = "websocket"
-"#,
-        camera.display()
-    );
-    let daemon = Daemon::start_in(dir, &config);
-    let mut viewer = daemon.viewer("/");
-    viewer.send("start");
+    let (daemon, mut viewer) = scripted_camera(&format!(
+        "[ \"$n\" -ge 6 ] && exec '{FAKECAM}' --fps 15 --width 160 --height 120\n\
+         echo 'no cameras available' >&2\nexit 1\n"
+    ));
     // Meanwhile /health says why, in the daemon's words only.
     daemon.wait_for("backoff with its reason", Duration::from_secs(20), |d| {
         let health = d.health();

@@ -243,7 +243,11 @@ impl Runner {
         let limit = Duration::from_secs(self.config.stall_seconds);
         let started = Instant::now();
         loop {
-            let last = self.status.last_frame().filter(|at| *at > started).unwrap_or(started);
+            let last = self
+                .status
+                .last_frame()
+                .filter(|at| *at > started)
+                .unwrap_or(started);
             let quiet = last.elapsed();
             if quiet >= limit {
                 return Stop::Stalled;
