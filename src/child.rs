@@ -13,10 +13,11 @@
 
 use std::io;
 use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_process::{ChildStdin, ChildStdout, Command};
 use futures_lite::future;
+use rustix::process::Signal;
 use smol::{Task, Timer};
 use tracing::{Instrument, warn};
 
@@ -24,6 +25,9 @@ use crate::stderr::Tail;
 
 /// How long a child that closed its output gets to exit by itself before SIGTERM.
 const EXITING: Duration = Duration::from_millis(500);
+
+/// How often a stopping child's group is looked at, while what it started is still there.
+const LINGER_POLL: Duration = Duration::from_millis(50);
 
 /// How long the last stderr lines may take once a child is gone. (The pipe closes with the
 /// process unless something it started holds it.)
@@ -86,7 +90,7 @@ impl Drop for Child {
     /// `kill_on_drop` kills the child alone; what it started goes too.
     fn drop(&mut self) {
         if !self.stopped {
-            self.signal_group(rustix::process::Signal::KILL);
+            self.signal_group(Signal::KILL);
         }
     }
 }
@@ -151,25 +155,33 @@ impl Child {
         self.process.status().await
     }
 
-    /// Asks it to stop as `ask` says, kills it (and whatever it started) if it has not
-    /// exited within `grace`, and collects its last stderr lines.
+    /// Asks it to stop as `ask` says, kills it if it has not exited within `grace` of being
+    /// asked, and collects its last stderr lines. What it started gets the same: asked
+    /// (SIGTERM) and, if still there when the grace period is over, killed.
     pub async fn stop(&mut self, ask: Ask, grace: Duration) -> Exit {
-        let grace = match ask {
-            Ask::Kill => Duration::ZERO,
+        let mut asked = Instant::now();
+        let mut terminated = false;
+        match ask {
+            Ask::Kill => {}
+            Ask::InputEnded => {}
             Ask::Terminate => {
-                self.signal_group(rustix::process::Signal::TERM);
-                grace
+                self.signal_group(Signal::TERM);
+                terminated = true;
             }
-            Ask::InputEnded => grace,
-            Ask::OutputEnded => match self.exit_within(EXITING.min(grace)).await {
-                Some(status) => return self.finish(status).await,
-                None => {
-                    self.signal_group(rustix::process::Signal::TERM);
-                    grace.saturating_sub(EXITING)
+            Ask::OutputEnded => {
+                if let Some(status) = self.exit_within(EXITING.min(grace)).await {
+                    return self.finish(status, false, Instant::now() + grace).await;
                 }
-            },
-        };
-        let status = match self.exit_within(grace).await {
+                self.signal_group(Signal::TERM);
+                terminated = true;
+                asked = Instant::now();
+            }
+        }
+        let deadline = if ask == Ask::Kill { asked } else { asked + grace };
+        let status = match self
+            .exit_within(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {
             Some(status) => status,
             None => {
                 if ask != Ask::Kill {
@@ -180,12 +192,12 @@ impl Child {
                         grace.as_millis()
                     );
                 }
-                self.signal_group(rustix::process::Signal::KILL);
+                self.signal_group(Signal::KILL);
                 let _ = self.process.kill();
                 self.process.status().await
             }
         };
-        self.finish(status).await
+        self.finish(status, terminated, deadline).await
     }
 
     /// Its exit status, if it exits within `wait`.
@@ -199,16 +211,25 @@ impl Child {
 
     /// Signals its process group: the child and anything it started that did not move to
     /// a group of its own. (Nothing is left to signal when all of them are gone.)
-    fn signal_group(&self, signal: rustix::process::Signal) {
+    fn signal_group(&self, signal: Signal) {
         if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
             let _ = rustix::process::kill_process_group(pid, signal);
         }
     }
 
-    /// Once it has exited: kills what it left running in its group, which would otherwise
-    /// live on (and may hold its pipes open), and collects its last stderr lines.
-    async fn finish(&mut self, status: io::Result<ExitStatus>) -> Exit {
-        self.signal_group(rustix::process::Signal::KILL);
+    /// Once it has exited: what it left running in its group (which would otherwise live
+    /// on, and may hold its pipes open) is asked to stop, unless it was already, and killed
+    /// if still there at `deadline`. Then its last stderr lines are collected.
+    async fn finish(&mut self, status: io::Result<ExitStatus>, terminated: bool, deadline: Instant) -> Exit {
+        if group_lingers(self.pid) {
+            if !terminated {
+                self.signal_group(Signal::TERM);
+            }
+            while group_lingers(self.pid) && Instant::now() < deadline {
+                Timer::after(LINGER_POLL).await;
+            }
+            self.signal_group(Signal::KILL);
+        }
         self.stopped = true;
         if let Some(task) = self.stderr.take() {
             future::or(task, async {
@@ -221,4 +242,33 @@ impl Child {
             stderr: self.tail.joined(),
         }
     }
+}
+
+/// Whether a process of the group `pgid` leads is still running (not a zombie waiting for
+/// whoever inherited it). The kernel says at once when the group is empty; otherwise
+/// `/proc` tells the living from the dead.
+fn group_lingers(pgid: u32) -> bool {
+    let Some(group) = rustix::process::Pid::from_raw(pgid as i32) else {
+        return false;
+    };
+    if rustix::process::test_kill_process_group(group).is_err() {
+        return false;
+    }
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    processes.flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // After the command name in parentheses: state, parent, process group.
+        let mut fields = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest)
+            .unwrap_or("")
+            .split(' ');
+        let state = fields.next();
+        let group = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
+        group == Some(pgid) && state != Some("Z")
+    })
 }

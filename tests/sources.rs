@@ -132,8 +132,8 @@ fn a_camera_failing_for_long_goes_quiet_in_the_log_and_its_return_is_logged() {
     });
     assert!(!daemon.get("/health").1.contains("no cameras available"));
     // Failures come after 0, 0.5, 1.5, 3.5, 7.5, 15.5 s (backoff); the seventh start works
-    // at about 25.5 s.
-    daemon.wait_for("the camera's return", Duration::from_secs(40), |d| {
+    // at about 25.5 s, and counts as back 15 s later.
+    daemon.wait_for("the camera's return", Duration::from_secs(70), |d| {
         d.log_text().contains("source delivers frames again")
     });
     let frame = viewer.frame();
@@ -253,6 +253,45 @@ fn what_a_camera_started_is_stopped_with_it() {
         Duration::from_secs(5),
         |_| !alive(second),
     );
+}
+
+#[test]
+fn a_camera_that_exits_is_restarted_at_once_though_what_it_started_holds_its_output() {
+    // The helper inherits the camera's stdout and keeps it open after the camera exits.
+    let (daemon, mut viewer) = scripted_camera(&format!(
+        "sleep 1000 &\n\
+         [ \"$n\" -eq 0 ] && {{ '{FAKECAM}' --fps 15 --width 160 --height 120 --frames 15; exit 3; }}\n\
+         exec '{FAKECAM}' --fps 15 --width 160 --height 120\n"
+    ));
+    viewer.frame();
+    // Its exit is the end (stall_seconds, 10 s, is not waited out), with its status.
+    daemon.wait_for("the camera's exit to be seen", Duration::from_secs(6), |d| {
+        d.log_text().contains("exited (exit status: 3)")
+    });
+    assert!(
+        !daemon.log_text().contains("no frame for"),
+        "{}",
+        daemon.log_text()
+    );
+    daemon.wait_for("the camera's second start", Duration::from_secs(10), |d| {
+        d.log_text().matches("source started").count() == 2
+    });
+}
+
+#[test]
+fn what_a_camera_started_gets_the_grace_period_to_clean_up() {
+    // A helper that needs a second to clean up when asked to stop.
+    let (daemon, mut viewer) = scripted_camera(&format!(
+        "( trap 'sleep 1; echo cleaned up >> \"{{starts}}.events\"; exit 0' TERM\n\
+           while :; do sleep 0.1; done ) > /dev/null 2>&1 &\n\
+         exec '{FAKECAM}' --fps 15 --width 160 --height 120\n"
+    ));
+    viewer.frame();
+    drop(viewer);
+    let events = daemon.dir.path().join("starts.events");
+    daemon.wait_for("the helper to clean up", Duration::from_secs(10), |_| {
+        std::fs::read_to_string(&events).is_ok_and(|e| e.contains("cleaned up"))
+    });
 }
 
 #[test]

@@ -148,7 +148,8 @@ struct Runner {
 
 impl Runner {
     /// Runs the camera process once. `quiet`: it has been failing for a while, so its start
-    /// and stderr go to the debug log, and only its first frame is announced.
+    /// and stderr go to the debug log, and its return is announced once it has delivered
+    /// frames for [`WORKED_FOR`].
     async fn run_child(&self, argv: &[String], quiet: bool) -> End {
         let Some((program, args)) = argv.split_first() else {
             return End::Failed(
@@ -194,8 +195,15 @@ impl Runner {
             Stop::Eof
         };
 
+        // A wrapper script may exit while something it started still holds its output open:
+        // that is the camera's end too, not a stall to wait out.
+        let exited = async {
+            let _ = child.exited().await;
+            Stop::Exited
+        };
+
         let reason = future::or(
-            future::or(output_ended, self.watch_stall()),
+            future::or(output_ended, future::or(exited, self.watch_stall())),
             future::or(self.idle(), async {
                 self.shutdown.wait().await;
                 Stop::Shutdown
@@ -205,7 +213,7 @@ impl Runner {
         reader.stop().await;
 
         // At the end of its output it has exited, or is about to.
-        let ask = if reason == Stop::Eof {
+        let ask = if matches!(reason, Stop::Eof | Stop::Exited) {
             Ask::OutputEnded
         } else {
             Ask::Terminate
@@ -215,7 +223,7 @@ impl Runner {
         match reason {
             Stop::Idle => End::Idle,
             Stop::Shutdown => End::Shutdown,
-            Stop::Eof | Stop::Stalled => {
+            Stop::Eof | Stop::Exited | Stop::Stalled => {
                 let (why, what) = if reason == Stop::Stalled {
                     (
                         "the camera stopped sending frames",
@@ -310,7 +318,8 @@ struct Frames {
     status: Arc<Status>,
     max_frame_bytes: usize,
     discards: RateLimit,
-    /// After a quiet run of failures, the first frame is the news: the camera is back.
+    /// After a quiet run of failures, frames for [`WORKED_FOR`] are the news: the camera
+    /// is back.
     announce: bool,
 }
 
@@ -331,8 +340,11 @@ impl Frames {
         self.splitter.push(chunk, |jpeg| {
             bus.publish(jpeg, SystemTime::now());
             status.frame();
-            if std::mem::take(announce) {
-                info!("source delivers frames again");
+            // Only once it has worked as long as it takes to count as working again: a
+            // camera that keeps failing soon after its first frames is not back.
+            if *announce && status.delivered_for() >= WORKED_FOR {
+                *announce = false;
+                info!(for_seconds = WORKED_FOR.as_secs(), "source delivers frames again");
             }
         });
         if let Some(why) = self.splitter.take_discard()
@@ -375,6 +387,8 @@ async fn pattern_frames(bus: Bus, status: Arc<Status>, width: u32, height: u32, 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
     Eof,
+    /// The camera process exited, though its output may still be open.
+    Exited,
     Stalled,
     Idle,
     Shutdown,
