@@ -219,13 +219,14 @@ async fn stream_frames(
     let mut left = Left {
         sink: ctx.name.clone(),
         peer,
-        why: "the HTTP layer let go of it (the connection closed or timed out)".into(),
+        why: None,
         seat: None,
+        stream: socket.stream.clone(),
     };
     // The HTTP layer asks for the body right after it buffered the head.
     socket.handover.ask();
     if let Err(why) = ends.unless(socket.handover.head_sent()).await {
-        left.why = why.into();
+        left.why = Some(why.into());
         return Ok(());
     }
     let seat = Seat::new(FrameWriter::alone(socket.stream.clone()));
@@ -240,7 +241,7 @@ async fn stream_frames(
         match ends.unless(seat.catch_up(&ctx)).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
-                left.why = error.to_string();
+                left.why = Some(error.to_string());
                 return Err(error);
             }
             Err(why) => break why,
@@ -249,26 +250,35 @@ async fn stream_frames(
     drop(watching);
     // A part begun is finished first: the closing delimiter must not land inside it.
     let finished = seat.finish(FINISH_WITHIN).await;
-    left.why = match &finished {
+    left.why = Some(match &finished {
         Ok(()) => ended.into(),
         Err(error) => format!("{ended}, and the part it was reading was cut: {error}"),
-    };
+    });
     finished
 }
 
 /// Logs why a client's stream ended, however it ended (the HTTP layer may drop the stream
-/// without another word).
+/// without another word: then the socket tells what the client did).
 struct Left {
     sink: String,
     peer: std::net::SocketAddr,
-    why: String,
+    why: Option<String>,
     seat: Option<Arc<Seat>>,
+    stream: smol::net::TcpStream,
 }
 
 impl Drop for Left {
     fn drop(&mut self) {
         let dropped = self.seat.as_ref().map_or(0, |seat| seat.dropped());
-        info!(sink = %self.sink, peer = %self.peer, dropped, why = %self.why, "MJPEG client left");
+        let why = self.why.take().unwrap_or_else(|| {
+            match crate::net::Peer::of(&self.stream) {
+                crate::net::Peer::Closed => "it closed the connection",
+                crate::net::Peer::Reset => "its connection was reset",
+                crate::net::Peer::Open => "the HTTP layer ended the connection",
+            }
+            .into()
+        });
+        info!(sink = %self.sink, peer = %self.peer, dropped, why = %why, "MJPEG client left");
     }
 }
 

@@ -28,6 +28,40 @@ pub fn limit_unsent(socket: &impl AsRawFd, bytes: u32) -> io::Result<()> {
     }
 }
 
+/// What the far end of a connection did, as its socket tells without waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// It closed its side (or the connection was reset and that was already read).
+    Closed,
+    /// The connection was reset.
+    Reset,
+    /// Nothing says it is gone.
+    Open,
+}
+
+impl Peer {
+    /// Looks at a connection the daemon is letting go of, to say why in the log.
+    pub fn of(socket: &impl std::os::fd::AsFd) -> Peer {
+        let socket = socket2::SockRef::from(socket);
+        if let Ok(Some(error)) = socket.take_error() {
+            return Peer::from_error(&error);
+        }
+        let mut byte = [std::mem::MaybeUninit::uninit()];
+        match socket.peek(&mut byte) {
+            Ok(0) => Peer::Closed,
+            Ok(_) => Peer::Open,
+            Err(error) => Peer::from_error(&error),
+        }
+    }
+
+    fn from_error(error: &io::Error) -> Peer {
+        match error.kind() {
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => Peer::Reset,
+            _ => Peer::Open,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

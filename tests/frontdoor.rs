@@ -988,6 +988,40 @@ fn a_websocket_viewer_that_stops_reading_is_let_go_after_the_send_timeout() {
 }
 
 #[test]
+fn the_log_says_how_each_viewer_went() {
+    let daemon = Daemon::start(&config(""));
+    let left = |d: &Daemon, what: &str, why: &str| {
+        d.log_text()
+            .lines()
+            .filter(|l| l.contains(what) && l.contains(why))
+            .count()
+    };
+    // A WebSocket viewer whose tab is closed: the connection ends with no close message.
+    let mut stream = raw_websocket(daemon.port);
+    stream.write_all(&client_frame(0x1, b"start")).expect("start");
+    let mut some = [0u8; 1024];
+    stream.read_exact(&mut some).expect("frame bytes");
+    stream.shutdown(std::net::Shutdown::Write).expect("hang up");
+    assert!(closes_within(&mut stream, Duration::from_secs(5)));
+    // An MJPEG client that has seen enough and closes.
+    let mut mjpeg = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
+    mjpeg
+        .write_all(b"GET /stream.mjpeg HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request the stream");
+    mjpeg.read_exact(&mut some).expect("stream bytes");
+    drop(mjpeg);
+    daemon.wait_for("both departures in the log", Duration::from_secs(10), |d| {
+        left(
+            d,
+            "viewer left",
+            "it ended the connection without a close message",
+        ) == 1
+            && left(d, "MJPEG client left", "it closed the connection") == 1
+    });
+    assert_eq!(left(&daemon, "viewer left", "protocol error"), 0);
+}
+
+#[test]
 fn websocket_protocol_errors_get_their_close_codes() {
     let daemon = Daemon::start(&config(""));
     let close_code = |frame: Vec<u8>| {

@@ -321,6 +321,9 @@ enum Ending {
     Answer,
     /// The connection broke: nothing more can be written on it.
     Broken,
+    /// The viewer ended the connection without a close message: nothing more can be
+    /// written on it either.
+    HungUp,
 }
 
 impl Ending {
@@ -330,6 +333,7 @@ impl Ending {
             Ending::Close((_, reason)) => reason,
             Ending::Answer => "it closed the connection",
             Ending::Broken => "its connection broke",
+            Ending::HungUp => "it ended the connection without a close message",
         }
     }
 }
@@ -408,9 +412,13 @@ async fn read_controls(
             Some(Err(error)) => {
                 debug!(%error, "viewer connection failed");
                 use async_tungstenite::tungstenite::Error;
+                use async_tungstenite::tungstenite::error::ProtocolError;
                 Control::Closed(match error {
                     Error::Capacity(_) => Ending::Close((CloseCode::Size, "message too large")),
                     Error::Utf8(_) => Ending::Close((CloseCode::Invalid, "text is not UTF-8")),
+                    // What a closed tab or a lost link looks like: the connection ends with
+                    // no close message.
+                    Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ending::HungUp,
                     Error::Protocol(_) => Ending::Close((CloseCode::Protocol, "protocol error")),
                     // The connection itself broke: nothing can be said on it.
                     _ => Ending::Broken,
@@ -535,7 +543,8 @@ impl WebSocketSink {
             self.fanout.leave(&seat);
         }
         // A frame begun is finished first: a close inside it would never be read as one.
-        let closing = !matches!(ending, Ending::Broken) && seat.finish(CLOSE_WITHIN).await.is_ok();
+        let closing =
+            !matches!(ending, Ending::Broken | Ending::HungUp) && seat.finish(CLOSE_WITHIN).await.is_ok();
         seat.abandon();
         drop(frame_finished);
         if closing {
