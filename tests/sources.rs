@@ -219,10 +219,12 @@ fn a_camera_that_worked_for_a_while_is_retried_after_the_shortest_wait_again() {
 #[test]
 fn what_a_camera_started_is_stopped_with_it() {
     // A wrapper that leaves a process of its own running beside the camera each time; the
-    // first camera dies after 2 s, the second runs until nobody watches.
+    // first camera dies after 2 s, the second runs until nobody watches, and its helper
+    // ignores SIGTERM.
     let (daemon, mut viewer) = scripted_camera(&format!(
-        "sleep 1000 > /dev/null 2>&1 &\necho $! >> '{{starts}}.left'\n\
-         [ \"$n\" -eq 0 ] && exec '{FAKECAM}' --fps 15 --width 160 --height 120 --frames 30\n\
+        "[ \"$n\" -eq 0 ] && {{ sleep 1000 > /dev/null 2>&1 & echo $! >> '{{starts}}.left'; \
+         exec '{FAKECAM}' --fps 15 --width 160 --height 120 --frames 30; }}\n\
+         ( trap '' TERM; exec sleep 1000 ) > /dev/null 2>&1 &\necho $! >> '{{starts}}.left'\n\
          exec '{FAKECAM}' --fps 15 --width 160 --height 120\n"
     ));
     let left = daemon.dir.path().join("starts.left");
@@ -243,7 +245,8 @@ fn what_a_camera_started_is_stopped_with_it() {
         !alive(first)
     });
     assert!(alive(second), "the running camera's helper runs");
-    // Nobody watches: the camera stops, and what it started with it.
+    // Nobody watches: the camera stops, and what it started with it (killed after the
+    // grace period, as it ignores being asked).
     drop(viewer);
     daemon.wait_for("the camera to stop", Duration::from_secs(10), |d| {
         d.health()["source"]["state"] == "stopped"
