@@ -84,27 +84,34 @@ fn failed_password_checks_leave_no_memory_behind_and_known_credentials_stay_fast
     eprintln!("500 failed checks: RSS {before} KiB -> peak {peak} KiB (+{grown_mb:.1} MB)");
     assert!(grown_mb < 40.0, "{grown_mb:.1} MB");
     // The right credentials, once checked, are remembered: a tool polling with them is
-    // not slowed by argon2.
+    // not slowed by argon2. Timed against their first check, which runs argon2, so a busy
+    // machine slows both alike.
+    let started = Instant::now();
     let (status, _) = request_from(
         "127.0.0.1",
         port,
         &basic_get("/api/status", port, "vic", "vic-secret"),
     );
     assert_eq!(status, 200);
-    for _ in 0..20 {
-        let started = Instant::now();
-        let (status, _) = request_from(
-            "127.0.0.1",
-            port,
-            &basic_get("/settings", port, "vic", "vic-secret"),
-        );
-        assert_eq!(status, 200);
-        assert!(
-            started.elapsed() < Duration::from_millis(5),
-            "{:?}",
+    let checked = started.elapsed();
+    let mut remembered: Vec<Duration> = (0..21)
+        .map(|_| {
+            let started = Instant::now();
+            let (status, _) = request_from(
+                "127.0.0.1",
+                port,
+                &basic_get("/settings", port, "vic", "vic-secret"),
+            );
+            assert_eq!(status, 200);
             started.elapsed()
-        );
-    }
+        })
+        .collect();
+    remembered.sort();
+    let median = remembered[remembered.len() / 2];
+    assert!(
+        median * 4 < checked,
+        "remembered credentials took {median:?} (median), a checked password {checked:?}"
+    );
 }
 
 #[test]
