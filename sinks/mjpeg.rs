@@ -272,7 +272,8 @@ impl Drop for Left {
         let dropped = self.seat.as_ref().map_or(0, |seat| seat.dropped());
         let why = self.why.take().unwrap_or_else(|| {
             match crate::net::Peer::of(&self.stream) {
-                crate::net::Peer::Closed => "it closed the connection",
+                // The HTTP layer may have read a reset already, which then reads as an end.
+                crate::net::Peer::Closed => "it closed or reset the connection",
                 crate::net::Peer::Reset => "its connection was reset",
                 crate::net::Peer::Open => "the HTTP layer ended the connection",
             }

@@ -260,15 +260,28 @@ fn what_a_camera_started_is_stopped_with_it() {
 
 #[test]
 fn a_camera_that_exits_is_restarted_at_once_though_what_it_started_holds_its_output() {
-    // The helper inherits the camera's stdout and keeps it open after the camera exits.
+    // The helper inherits the camera's stdout and keeps it open after the camera exits; the
+    // first one ignores SIGTERM, so it is there for the whole grace period.
     let (daemon, mut viewer) = scripted_camera(&format!(
-        "sleep 1000 &\n\
-         [ \"$n\" -eq 0 ] && {{ '{FAKECAM}' --fps 15 --width 160 --height 120 --frames 15; exit 3; }}\n\
+        "[ \"$n\" -eq 0 ] && {{ ( trap '' TERM; exec sleep 1000 ) &\n\
+         '{FAKECAM}' --fps 15 --width 160 --height 120 --frames 15; exit 3; }}\n\
+         sleep 1000 &\n\
          exec '{FAKECAM}' --fps 15 --width 160 --height 120\n"
     ));
     viewer.frame();
+    let pid = daemon.source_pid().expect("the camera's pid");
+    // /health lets go of the exited camera at once, before its helper is gone.
+    daemon.wait_for(
+        "health to let go of the exited camera",
+        Duration::from_secs(10),
+        |d| d.source_pid() != Some(pid),
+    );
+    assert!(
+        !daemon.log_text().contains("exited (exit status: 3)"),
+        "health still showed the camera while its helper had its grace period"
+    );
     // Its exit is the end (stall_seconds, 10 s, is not waited out), with its status.
-    daemon.wait_for("the camera's exit to be seen", Duration::from_secs(6), |d| {
+    daemon.wait_for("the camera's exit to be logged", Duration::from_secs(8), |d| {
         d.log_text().contains("exited (exit status: 3)")
     });
     assert!(

@@ -211,6 +211,10 @@ impl Runner {
         )
         .await;
         reader.stop().await;
+        if reason == Stop::Exited {
+            // It is gone, though what it started may take the grace period to follow.
+            self.status.set_state(State::Backoff, None);
+        }
 
         // At the end of its output it has exited, or is about to.
         let ask = if matches!(reason, Stop::Eof | Stop::Exited) {
