@@ -162,8 +162,7 @@ impl Child {
         let mut asked = Instant::now();
         let mut terminated = false;
         match ask {
-            Ask::Kill => {}
-            Ask::InputEnded => {}
+            Ask::Kill | Ask::InputEnded => {}
             Ask::Terminate => {
                 self.signal_group(Signal::TERM);
                 terminated = true;
@@ -221,11 +220,14 @@ impl Child {
     /// on, and may hold its pipes open) is asked to stop, unless it was already, and killed
     /// if still there at `deadline`. Then its last stderr lines are collected.
     async fn finish(&mut self, status: io::Result<ExitStatus>, terminated: bool, deadline: Instant) -> Exit {
-        if group_lingers(self.pid) {
+        let pid = self.pid;
+        // `/proc` is read off the executor: it is a walk over every process.
+        let lingers = || smol::unblock(move || group_lingers(pid));
+        if lingers().await {
             if !terminated {
                 self.signal_group(Signal::TERM);
             }
-            while group_lingers(self.pid) && Instant::now() < deadline {
+            while Instant::now() < deadline && lingers().await {
                 Timer::after(LINGER_POLL).await;
             }
             self.signal_group(Signal::KILL);
